@@ -1,0 +1,57 @@
+/* Platform shims for the pollers and the loop's wake-up fd.
+ *
+ * The epoll backend and eventfd exist only on Linux. Elsewhere this header
+ * provides stand-ins that fail with ENOSYS, so one Cython source compiles on
+ * every platform and the loop picks the poll() backend and a self-pipe there.
+ */
+#ifndef FASTLOOP_COMPAT_H
+#define FASTLOOP_COMPAT_H
+
+#include <errno.h>
+#include <stdint.h>
+#include <time.h>
+
+#ifdef __linux__
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#define FL_HAVE_EPOLL 1
+#define FL_HAVE_EVENTFD 1
+#else
+#define FL_HAVE_EPOLL 0
+#define FL_HAVE_EVENTFD 0
+#define EPOLLIN 0x001
+#define EPOLLOUT 0x004
+#define EPOLLERR 0x008
+#define EPOLLHUP 0x010
+#define EPOLL_CTL_ADD 1
+#define EPOLL_CTL_DEL 2
+#define EPOLL_CTL_MOD 3
+#define EPOLL_CLOEXEC 0
+#define EFD_CLOEXEC 0
+#define EFD_NONBLOCK 0
+typedef union epoll_data { void *ptr; int fd; uint32_t u32; uint64_t u64; } epoll_data_t;
+struct epoll_event { uint32_t events; epoll_data_t data; };
+static inline int epoll_create1(int flags) { (void)flags; errno = ENOSYS; return -1; }
+static inline int epoll_ctl(int e, int op, int fd, struct epoll_event *ev) {
+    (void)e; (void)op; (void)fd; (void)ev; errno = ENOSYS; return -1;
+}
+static inline int epoll_wait(int e, struct epoll_event *evs, int n, int t) {
+    (void)e; (void)evs; (void)n; (void)t; errno = ENOSYS; return -1;
+}
+static inline int eventfd(unsigned int v, int flags) { (void)v; (void)flags; errno = ENOSYS; return -1; }
+#endif
+
+/* The clock of time.monotonic(), so loop.time() agrees with it to the
+ * nanosecond: CLOCK_MONOTONIC on Linux, the uptime clock behind
+ * mach_absolute_time() on macOS. */
+static inline double fl_monotonic(void) {
+    struct timespec ts;
+#if defined(__APPLE__) && defined(CLOCK_UPTIME_RAW)
+    clock_gettime(CLOCK_UPTIME_RAW, &ts);
+#else
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+#endif
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+#endif

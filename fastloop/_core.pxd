@@ -1,0 +1,81 @@
+# Contract of the loop core: scheduling, timers, fd registry and the run loop.
+# Transports (later modules) register Handle subclasses as fd readers/writers
+# through set_io_handle()/clear_io_handle(), so their events are dispatched by a
+# C method call, with no Python-level callback in between.
+
+from cpython.object cimport PyObject
+from fastloop._handles cimport LoopBase, Handle, TimerHandle
+from fastloop._poller cimport Poller
+
+
+cdef struct TimerEntry:
+    double when
+    unsigned long long seq        # breaks ties: equal deadlines run in FIFO order
+    PyObject* timer               # owned reference to a TimerHandle
+
+
+cdef struct FdEntry:
+    PyObject* reader              # owned reference to a Handle, or NULL
+    PyObject* writer
+    int events                    # interest registered with the poller
+
+
+cdef class LoopCore(LoopBase):
+    # ready queue: a ring of owned Handle references
+    cdef PyObject** ready
+    cdef Py_ssize_t ready_head
+    cdef Py_ssize_t ready_len
+    cdef Py_ssize_t ready_capacity  # a power of two
+
+    # timers: a binary heap ordered by (when, seq), cancelled entries removed lazily
+    cdef TimerEntry* timers
+    cdef Py_ssize_t ntimers
+    cdef Py_ssize_t timers_capacity
+    cdef unsigned long long timer_seq
+
+    # fd registry, indexed by fd
+    cdef FdEntry* fds
+    cdef int fds_capacity
+    cdef int user_fds               # fds with interest, not counting the wake-up fd
+    cdef PyObject** io_pending      # handles made ready by the last poll
+    cdef int io_pending_capacity
+
+    cdef Poller poller
+    cdef int wakeup_read_fd         # eventfd, or a self-pipe's read end
+    cdef int wakeup_write_fd
+    cdef bint sleeping              # blocked in the poller; other threads must wake us
+    cdef bint wakeup_pending        # a wake-up was written and not yet drained
+
+    cdef bint closed
+    cdef bint stopping
+    cdef bint running
+    cdef unsigned long thread_ident
+    cdef double clock_resolution
+    cdef public object _current_handle
+    cdef public double slow_callback_duration
+    cdef object __weakref__
+
+    cdef int push_ready(self, Handle handle) except -1
+    cdef int set_io_handle(self, int fd, int kind, Handle handle) except -1
+    cdef bint clear_io_handle(self, int fd, int kind) except -1
+    cdef int run_once(self) except -1
+
+    # internal steps
+    cdef int open_wakeup(self) except -1
+    cdef close_wakeup(self)
+    cdef wake(self)
+    cdef drain_wakeup(self)
+    cdef after_fork(self)
+    cdef PyObject* pop_ready(self) noexcept
+    cdef int push_timer(self, TimerHandle timer) except -1
+    cdef void sift_down(self, Py_ssize_t i) noexcept
+    cdef PyObject* pop_timer(self) noexcept
+    cdef purge_cancelled_timers(self)
+    cdef int move_due_timers(self) except -1
+    cdef int collect_io(self, int nevents) except -1
+    cdef int poll_timeout_ms(self) noexcept
+    cdef int run_handle(self, Handle handle) except -1
+    cdef int run_ready(self, Py_ssize_t count) except -1
+    cdef release_all(self)
+    cdef int check_call(self, object callback, str method) except -1
+    cdef int check_thread(self) except -1

@@ -1,0 +1,689 @@
+"""The event loop core: ready queue, timer heap, fd registry and run loop.
+
+One iteration (run_once) keeps asyncio's order, which libraries rely on:
+
+    1. poll for I/O: without blocking if callbacks are ready or the loop is
+       stopping, else until the earliest timer (or forever);
+    2. run the callbacks that were ready before the poll, in FIFO order;
+    3. run the reader/writer callbacks of the fds the poll reported;
+    4. run the timers that were due right after the poll, by deadline.
+
+Anything scheduled while 2-4 run waits for the next iteration. asyncio gets
+this order by appending I/O handles and due timers behind the ready callbacks
+and running that many; here I/O is dispatched straight from the poll result.
+"""
+cimport cython
+from cpython.object cimport PyObject
+from cpython.ref cimport Py_INCREF, Py_DECREF, Py_XDECREF
+from libc.stdlib cimport malloc, realloc, free
+from libc.string cimport memset
+from libc.math cimport ceil
+from libc.stdint cimport uint64_t
+from libc.errno cimport errno, EINTR
+from posix.unistd cimport read, write, close as close_fd, pipe
+from posix.fcntl cimport fcntl, F_GETFL, F_SETFL, F_SETFD, FD_CLOEXEC, O_NONBLOCK
+
+from fastloop._handles cimport (LoopBase, Handle, TimerHandle, new_handle,
+                                new_timer, check_callback)
+from fastloop._poller cimport Poller, new_poller, READABLE, WRITABLE
+
+import os
+import sys
+import time as _time
+import weakref
+from asyncio import Future as _Future
+from asyncio import base_events as _base_events
+from asyncio.events import _get_running_loop, _set_running_loop
+from asyncio.log import logger as _logger
+from fastloop import _poller
+
+cdef extern from "Python.h":
+    unsigned long PyThread_get_thread_ident()
+
+cdef extern from "_compat.h" nogil:
+    int FL_HAVE_EVENTFD
+    int eventfd(unsigned int initval, int flags)
+    double fl_monotonic()
+    enum:
+        EFD_CLOEXEC
+        EFD_NONBLOCK
+
+
+# asyncio's limits: a blocking poll never waits longer than a day, and
+# cancelled timers are purged in bulk once they are over half of a heap of
+# more than 100.
+cdef double MAXIMUM_SELECT_TIMEOUT = 24 * 3600
+cdef Py_ssize_t MIN_SCHEDULED_TIMER_HANDLES = 100
+
+cdef object _format_handle = _base_events._format_handle
+cdef object _get_asyncgen_hooks = sys.get_asyncgen_hooks
+cdef object _set_asyncgen_hooks = sys.set_asyncgen_hooks
+
+# Every live loop, so that a forked child can give each its own poller.
+cdef object _all_loops = weakref.WeakSet()
+
+
+cdef int fileobj_to_fd(object fileobj) except -1:
+    """An fd from an int or an object with fileno(), as selectors accepts."""
+    cdef long fd
+    if isinstance(fileobj, int):
+        fd = fileobj
+    else:
+        try:
+            fd = int(fileobj.fileno())
+        except (AttributeError, TypeError, ValueError):
+            raise ValueError(f"Invalid file object: {fileobj!r}") from None
+    if fd < 0 or fd > 0x7fffffff:
+        raise ValueError(f"Invalid file descriptor: {fd}")
+    return <int>fd
+
+
+cdef inline bint timer_before(TimerEntry* a, TimerEntry* b):
+    return a.when < b.when or (a.when == b.when and a.seq < b.seq)
+
+
+cdef int _set_nonblocking_cloexec(int fd) except -1:
+    fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK)
+    fcntl(fd, F_SETFD, FD_CLOEXEC)
+    return 0
+
+
+cdef class LoopCore(LoopBase):
+
+    def __cinit__(self, *args, **kwargs):
+        self.wakeup_read_fd = -1
+        self.wakeup_write_fd = -1
+        self.ready_capacity = 256
+        self.ready = <PyObject**>malloc(self.ready_capacity * sizeof(PyObject*))
+        if self.ready == NULL:
+            raise MemoryError()
+        self.slow_callback_duration = 0.1
+        self.clock_resolution = _time.get_clock_info('monotonic').resolution
+
+    def __init__(self, *, poller=None):
+        if self.poller is not None:
+            raise RuntimeError("the loop is already initialised")
+        if poller is None:
+            poller = os.environ.get("FASTLOOP_POLLER") or _poller.DEFAULT
+        self.poller = new_poller(poller)
+        self._debug = _base_events.coroutines._is_debug_mode()
+        self.open_wakeup()
+        _all_loops.add(self)
+
+    def __dealloc__(self):
+        self.release_all()
+        self.close_wakeup()
+        if self.poller is not None:
+            self.poller.close()
+        free(self.ready)
+        free(self.timers)
+        free(self.fds)
+        free(self.io_pending)
+
+    # ------------------------------------------------------------------ wake-up
+
+    cdef int open_wakeup(self) except -1:
+        cdef int fds[2]
+        if FL_HAVE_EVENTFD:
+            self.wakeup_read_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)
+            if self.wakeup_read_fd < 0:
+                raise OSError(errno, os.strerror(errno))
+            self.wakeup_write_fd = self.wakeup_read_fd
+        else:
+            if pipe(fds) < 0:
+                raise OSError(errno, os.strerror(errno))
+            _set_nonblocking_cloexec(fds[0])
+            _set_nonblocking_cloexec(fds[1])
+            self.wakeup_read_fd = fds[0]
+            self.wakeup_write_fd = fds[1]
+        self.wakeup_pending = False
+        self.poller.update(self.wakeup_read_fd, 0, READABLE)
+        return 0
+
+    cdef close_wakeup(self):
+        if self.wakeup_read_fd >= 0:
+            close_fd(self.wakeup_read_fd)
+        if self.wakeup_write_fd >= 0 and self.wakeup_write_fd != self.wakeup_read_fd:
+            close_fd(self.wakeup_write_fd)
+        self.wakeup_read_fd = self.wakeup_write_fd = -1
+
+    cdef wake(self):
+        # Only a loop blocked in the poller needs a wake-up: a running one
+        # sees the new callback when its current iteration ends.
+        cdef uint64_t one = 1
+        if self.sleeping and not self.wakeup_pending and self.wakeup_write_fd >= 0:
+            self.wakeup_pending = True
+            write(self.wakeup_write_fd, &one, sizeof(one) if FL_HAVE_EVENTFD else 1)
+
+    cdef drain_wakeup(self):
+        cdef char buf[64]
+        while read(self.wakeup_read_fd, buf, sizeof(buf)) > 0:
+            pass
+        self.wakeup_pending = False
+
+    cdef after_fork(self):
+        """Give a forked child its own poller state, with the same fds."""
+        cdef int fd
+        if self.closed:
+            return
+        self.poller.reinit()
+        self.close_wakeup()
+        self.open_wakeup()
+        for fd in range(self.fds_capacity):
+            if self.fds[fd].events:
+                self.poller.update(fd, 0, self.fds[fd].events)
+
+    # ------------------------------------------------------------ ready queue
+
+    cdef int push_ready(self, Handle handle) except -1:
+        cdef Py_ssize_t i, n
+        cdef PyObject** grown
+        if self.ready_len == self.ready_capacity:
+            # Double the ring and unwrap it so that it starts at index 0.
+            n = self.ready_capacity
+            grown = <PyObject**>malloc(2 * n * sizeof(PyObject*))
+            if grown == NULL:
+                raise MemoryError()
+            for i in range(n):
+                grown[i] = self.ready[(self.ready_head + i) & (n - 1)]
+            free(self.ready)
+            self.ready = grown
+            self.ready_head = 0
+            self.ready_capacity = 2 * n
+        Py_INCREF(handle)
+        self.ready[(self.ready_head + self.ready_len) & (self.ready_capacity - 1)] = <PyObject*>handle
+        self.ready_len += 1
+        return 0
+
+    cdef PyObject* pop_ready(self) noexcept:
+        # The caller owns the returned reference.
+        cdef PyObject* handle = self.ready[self.ready_head]
+        self.ready_head = (self.ready_head + 1) & (self.ready_capacity - 1)
+        self.ready_len -= 1
+        return handle
+
+    # ------------------------------------------------------------------ timers
+
+    cdef int push_timer(self, TimerHandle timer) except -1:
+        cdef Py_ssize_t i, parent, n
+        cdef TimerEntry entry
+        cdef TimerEntry* grown
+        if self.ntimers == self.timers_capacity:
+            n = self.timers_capacity * 2 if self.timers_capacity else 64
+            grown = <TimerEntry*>realloc(self.timers, n * sizeof(TimerEntry))
+            if grown == NULL:
+                raise MemoryError()
+            self.timers = grown
+            self.timers_capacity = n
+        entry.when = timer.deadline
+        entry.seq = self.timer_seq
+        entry.timer = <PyObject*>timer
+        self.timer_seq += 1
+        Py_INCREF(timer)
+        timer._scheduled = True
+        # sift up
+        i = self.ntimers
+        self.ntimers += 1
+        while i > 0:
+            parent = (i - 1) >> 1
+            if not timer_before(&entry, &self.timers[parent]):
+                break
+            self.timers[i] = self.timers[parent]
+            i = parent
+        self.timers[i] = entry
+        return 0
+
+    cdef void sift_down(self, Py_ssize_t i) noexcept:
+        cdef Py_ssize_t child, n = self.ntimers
+        cdef TimerEntry entry = self.timers[i]
+        while True:
+            child = 2 * i + 1
+            if child >= n:
+                break
+            if child + 1 < n and timer_before(&self.timers[child + 1], &self.timers[child]):
+                child += 1
+            if not timer_before(&self.timers[child], &entry):
+                break
+            self.timers[i] = self.timers[child]
+            i = child
+        self.timers[i] = entry
+
+    cdef PyObject* pop_timer(self) noexcept:
+        # Remove the earliest timer; the caller owns the returned reference.
+        cdef PyObject* timer = self.timers[0].timer
+        self.ntimers -= 1
+        if self.ntimers > 0:
+            self.timers[0] = self.timers[self.ntimers]
+            self.sift_down(0)
+        (<TimerHandle>timer)._scheduled = False
+        return timer
+
+    cdef purge_cancelled_timers(self):
+        """Drop cancelled timers: all of them when they are over half of a big
+        heap (then rebuild it), else just those at the top."""
+        cdef Py_ssize_t i, kept = 0
+        cdef PyObject* timer
+        cdef list dropped
+        if (self.ntimers > MIN_SCHEDULED_TIMER_HANDLES
+                and 2 * self.timers_cancelled > self.ntimers):
+            # Collect the references first: releasing one can run arbitrary
+            # code, which must not see a half-compacted heap.
+            dropped = []
+            for i in range(self.ntimers):
+                timer = self.timers[i].timer
+                if (<TimerHandle>timer)._cancelled:
+                    (<TimerHandle>timer)._scheduled = False
+                    dropped.append(<object>timer)
+                    Py_DECREF(<object>timer)
+                else:
+                    self.timers[kept] = self.timers[i]
+                    kept += 1
+            self.ntimers = kept
+            i = kept // 2
+            while i > 0:
+                i -= 1
+                self.sift_down(i)
+            self.timers_cancelled = 0
+            return
+        while self.ntimers and (<TimerHandle>self.timers[0].timer)._cancelled:
+            self.timers_cancelled -= 1
+            Py_DECREF(<object>self.pop_timer())
+
+    cdef int move_due_timers(self) except -1:
+        """Append the timers due by now to the ready queue, by deadline."""
+        cdef double end = fl_monotonic() + self.clock_resolution
+        cdef PyObject* timer
+        while self.ntimers and self.timers[0].when < end:
+            timer = self.pop_timer()
+            if (<TimerHandle>timer)._cancelled:
+                self.timers_cancelled -= 1
+            else:
+                self.push_ready(<TimerHandle>timer)
+            Py_DECREF(<object>timer)
+        return 0
+
+    # ------------------------------------------------------------- fd registry
+
+    cdef int set_io_handle(self, int fd, int kind, Handle handle) except -1:
+        """Make `handle` the reader (kind READABLE) or writer of fd."""
+        cdef FdEntry* entry
+        cdef FdEntry* grown
+        cdef PyObject* old
+        cdef int old_cap, n
+        if fd >= self.fds_capacity:
+            old_cap = self.fds_capacity
+            n = max(fd + 1, 2 * old_cap, 64)
+            grown = <FdEntry*>realloc(self.fds, n * sizeof(FdEntry))
+            if grown == NULL:
+                raise MemoryError()
+            memset(&grown[old_cap], 0, (n - old_cap) * sizeof(FdEntry))
+            self.fds = grown
+            self.fds_capacity = n
+        entry = &self.fds[fd]
+        if entry.events | kind != entry.events:
+            self.poller.update(fd, entry.events, entry.events | kind)
+            if entry.events == 0:
+                self.user_fds += 1
+            entry.events |= kind
+        Py_INCREF(handle)
+        if kind == READABLE:
+            old = entry.reader
+            entry.reader = <PyObject*>handle
+        else:
+            old = entry.writer
+            entry.writer = <PyObject*>handle
+        if old != NULL:
+            (<Handle>old).cancel()
+            Py_DECREF(<object>old)
+        return 0
+
+    cdef bint clear_io_handle(self, int fd, int kind) except -1:
+        """Drop fd's reader or writer; True if there was one."""
+        cdef FdEntry* entry
+        cdef PyObject* old
+        if fd >= self.fds_capacity or self.fds[fd].events == 0:
+            return False
+        entry = &self.fds[fd]
+        if entry.events & kind:
+            self.poller.update(fd, entry.events, entry.events & ~kind)
+            entry.events &= ~kind
+            if entry.events == 0:
+                self.user_fds -= 1
+        if kind == READABLE:
+            old = entry.reader
+            entry.reader = NULL
+        else:
+            old = entry.writer
+            entry.writer = NULL
+        if old == NULL:
+            return False
+        (<Handle>old).cancel()
+        Py_DECREF(<object>old)
+        return True
+
+    cdef int collect_io(self, int nevents) except -1:
+        """Take owned references to the handles of the fds the poll reported."""
+        cdef int i, fd, events, n = 0
+        cdef FdEntry* entry
+        cdef PyObject** grown
+        if 2 * nevents > self.io_pending_capacity:
+            grown = <PyObject**>realloc(self.io_pending, 2 * nevents * sizeof(PyObject*))
+            if grown == NULL:
+                raise MemoryError()
+            self.io_pending = grown
+            self.io_pending_capacity = 2 * nevents
+        for i in range(nevents):
+            fd = self.poller.ready[i].fd
+            events = self.poller.ready[i].events
+            if fd == self.wakeup_read_fd:
+                self.drain_wakeup()
+                continue
+            if fd >= self.fds_capacity:
+                continue
+            entry = &self.fds[fd]
+            if events & READABLE and entry.reader != NULL:
+                Py_INCREF(<object>entry.reader)
+                self.io_pending[n] = entry.reader
+                n += 1
+            if events & WRITABLE and entry.writer != NULL:
+                Py_INCREF(<object>entry.writer)
+                self.io_pending[n] = entry.writer
+                n += 1
+        return n
+
+    # ---------------------------------------------------------------- run loop
+
+    cdef int poll_timeout_ms(self) noexcept:
+        cdef double timeout
+        if self.ready_len or self.stopping:
+            return 0
+        if self.ntimers == 0:
+            return -1
+        timeout = self.timers[0].when - fl_monotonic()
+        if timeout <= 0:
+            return 0
+        if timeout > MAXIMUM_SELECT_TIMEOUT:
+            timeout = MAXIMUM_SELECT_TIMEOUT
+        # Round up, as selectors does: waking early would only spin.
+        return <int>ceil(timeout * 1e3)
+
+    cdef int run_handle(self, Handle handle) except -1:
+        cdef double t0, dt
+        if not self._debug:
+            return handle.run()
+        self._current_handle = handle
+        t0 = fl_monotonic()
+        try:
+            handle.run()
+        finally:
+            self._current_handle = None
+        dt = fl_monotonic() - t0
+        if dt >= self.slow_callback_duration:
+            _logger.warning('Executing %s took %.3f seconds', _format_handle(handle), dt)
+        return 0
+
+    cdef int run_ready(self, Py_ssize_t count) except -1:
+        cdef PyObject* obj
+        cdef Handle handle
+        while count > 0 and self.ready_len > 0:
+            count -= 1
+            obj = self.pop_ready()
+            handle = <Handle>obj
+            Py_DECREF(<object>obj)
+            if not handle._cancelled:
+                self.run_handle(handle)
+        return 0
+
+    cdef int run_once(self) except -1:
+        cdef int timeout_ms, nevents, nio, i
+        cdef Py_ssize_t nready, ntimers_due
+        cdef PyObject* obj
+        cdef Handle handle
+        self.purge_cancelled_timers()
+        timeout_ms = self.poll_timeout_ms()
+        if timeout_ms == 0 and self.user_fds == 0:
+            # Nothing but the wake-up fd is registered, and it is only written
+            # while we block: a non-blocking poll could not report anything.
+            nevents = 0
+        else:
+            self.sleeping = timeout_ms != 0
+            try:
+                nevents = self.poller.wait(timeout_ms)
+            finally:
+                self.sleeping = False
+        nio = self.collect_io(nevents) if nevents else 0
+        nready = self.ready_len
+        try:
+            self.move_due_timers()
+            ntimers_due = self.ready_len - nready
+            self.run_ready(nready)
+            for i in range(nio):
+                obj = self.io_pending[i]
+                self.io_pending[i] = NULL
+                handle = <Handle>obj
+                Py_DECREF(<object>obj)
+                if not handle._cancelled:
+                    self.run_handle(handle)
+            self.run_ready(ntimers_due)
+        finally:
+            # Only after an exception left a callback: drop the I/O handles not
+            # run (level-triggered polling reports their fds again).
+            for i in range(nio):
+                Py_XDECREF(self.io_pending[i])
+                self.io_pending[i] = NULL
+        return 0
+
+    cdef release_all(self):
+        """Drop every queued handle, timer and fd registration (on close)."""
+        cdef PyObject** ready = self.ready
+        cdef Py_ssize_t head = self.ready_head, n = self.ready_len, cap = self.ready_capacity
+        cdef TimerEntry* timers = self.timers
+        cdef Py_ssize_t ntimers = self.ntimers
+        cdef FdEntry* fds = self.fds
+        cdef int nfds = self.fds_capacity
+        cdef Py_ssize_t i
+        # Detach everything before releasing: a finalizer may call back in.
+        self.ready = <PyObject**>malloc(cap * sizeof(PyObject*))
+        self.ready_head = self.ready_len = 0
+        self.timers = NULL
+        self.ntimers = self.timers_capacity = 0
+        self.timers_cancelled = 0
+        self.fds = NULL
+        self.fds_capacity = 0
+        self.user_fds = 0
+        for i in range(n):
+            Py_DECREF(<object>ready[(head + i) & (cap - 1)])
+        free(ready)
+        for i in range(ntimers):
+            Py_DECREF(<object>timers[i].timer)
+        free(timers)
+        for i in range(nfds):
+            Py_XDECREF(fds[i].reader)
+            Py_XDECREF(fds[i].writer)
+        free(fds)
+        if self.ready == NULL:
+            raise MemoryError()
+
+    # ------------------------------------------------------------- public API
+
+    cdef int check_call(self, object callback, str method) except -1:
+        if self.closed:
+            raise RuntimeError('Event loop is closed')
+        if self._debug:
+            self.check_thread()
+            self._check_callback(callback, method)
+        else:
+            check_callback(callback, method)
+        return 0
+
+    cdef int check_thread(self) except -1:
+        if self.running and PyThread_get_thread_ident() != self.thread_ident:
+            raise RuntimeError(
+                "Non-thread-safe operation invoked on an event loop other "
+                "than the current one")
+        return 0
+
+    def call_soon(self, callback, *args, context=None):
+        """Arrange for callback(*args) to run on the next loop iteration."""
+        self.check_call(callback, 'call_soon')
+        cdef Handle handle = new_handle(callback, args, self, context)
+        self.push_ready(handle)
+        return handle
+
+    def call_soon_threadsafe(self, callback, *args, context=None):
+        """Like call_soon(), but safe to call from any thread."""
+        if self.closed:
+            raise RuntimeError('Event loop is closed')
+        if self._debug:
+            self._check_callback(callback, 'call_soon_threadsafe')
+        else:
+            check_callback(callback, 'call_soon_threadsafe')
+        # The GIL makes the push atomic for the loop's thread.
+        cdef Handle handle = new_handle(callback, args, self, context)
+        self.push_ready(handle)
+        self.wake()
+        return handle
+
+    def call_later(self, delay, callback, *args, context=None):
+        """Arrange for callback(*args) to run `delay` seconds from now."""
+        if delay is None:
+            raise TypeError('delay must not be None')
+        cdef double when = fl_monotonic() + <double>delay
+        self.check_call(callback, 'call_later')
+        cdef TimerHandle timer = new_timer(when, callback, args, self, context)
+        self.push_timer(timer)
+        return timer
+
+    def call_at(self, when, callback, *args, context=None):
+        """Arrange for callback(*args) to run at loop time `when`."""
+        if when is None:
+            raise TypeError("when cannot be None")
+        cdef double deadline = when
+        self.check_call(callback, 'call_at')
+        cdef TimerHandle timer = new_timer(deadline, callback, args, self, context)
+        self.push_timer(timer)
+        return timer
+
+    def time(self):
+        """The loop's clock: time.monotonic(), at full resolution."""
+        return fl_monotonic()
+
+    def create_future(self):
+        """Create a Future attached to this loop."""
+        return _Future(loop=self)
+
+    def _timer_handle_cancelled(self, handle):
+        if handle._scheduled:
+            self.timers_cancelled += 1
+
+    def add_reader(self, fd, callback, *args):
+        """Start watching fd for read availability; replaces a previous reader."""
+        self._check_closed()
+        self.set_io_handle(fileobj_to_fd(fd), READABLE, new_handle(callback, args, self, None))
+
+    def remove_reader(self, fd):
+        """Stop watching fd for read availability; True if it was watched."""
+        if self.closed:
+            return False
+        return self.clear_io_handle(fileobj_to_fd(fd), READABLE)
+
+    def add_writer(self, fd, callback, *args):
+        """Start watching fd for write availability; replaces a previous writer."""
+        self._check_closed()
+        self.set_io_handle(fileobj_to_fd(fd), WRITABLE, new_handle(callback, args, self, None))
+
+    def remove_writer(self, fd):
+        """Stop watching fd for write availability; True if it was watched."""
+        if self.closed:
+            return False
+        return self.clear_io_handle(fileobj_to_fd(fd), WRITABLE)
+
+    def _check_closed(self):
+        if self.closed:
+            raise RuntimeError('Event loop is closed')
+
+    def _check_running(self):
+        if self.running:
+            raise RuntimeError('This event loop is already running')
+        if _get_running_loop() is not None:
+            raise RuntimeError(
+                'Cannot run the event loop while another loop is running')
+
+    def _check_thread(self):
+        self.check_thread()
+
+    def run_forever(self):
+        """Run the event loop until stop() is called."""
+        self._check_closed()
+        self._check_running()
+        old_hooks = _get_asyncgen_hooks()
+        self.thread_ident = PyThread_get_thread_ident()
+        self.running = True
+        try:
+            self._set_coroutine_origin_tracking(self._debug)
+            _set_asyncgen_hooks(firstiter=self._asyncgen_firstiter_hook,
+                                finalizer=self._asyncgen_finalizer_hook)
+            _set_running_loop(self)
+            while True:
+                self.run_once()
+                if self.stopping:
+                    break
+        finally:
+            self.stopping = False
+            self.running = False
+            _set_running_loop(None)
+            self._set_coroutine_origin_tracking(False)
+            _set_asyncgen_hooks(*old_hooks)
+
+    def _run_once(self):
+        self.run_once()
+
+    def stop(self):
+        """Stop running the loop once the current iteration is done."""
+        self.stopping = True
+
+    def is_running(self):
+        return self.running
+
+    def is_closed(self):
+        return self.closed
+
+    def get_debug(self):
+        return self._debug
+
+    def set_debug(self, enabled):
+        self._debug = enabled
+        if self.running:
+            self.call_soon_threadsafe(self._set_coroutine_origin_tracking, enabled)
+
+    def _close_core(self):
+        """Release the loop's OS resources and drop all pending callbacks."""
+        self.closed = True
+        self.release_all()
+        self.close_wakeup()
+        self.poller.close()
+
+    @property
+    def _thread_id(self):
+        return self.thread_ident if self.running else None
+
+    @property
+    def _stopping(self):
+        return self.stopping
+
+    @property
+    def _poller_name(self):
+        return self.poller.name
+
+    @property
+    def _clock_resolution(self):
+        return self.clock_resolution
+
+
+def _reinit_after_fork():
+    for loop in list(_all_loops):
+        (<LoopCore>loop).after_fork()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_reinit_after_fork)

@@ -1,0 +1,241 @@
+"""Callback handles: what call_soon/call_later return and what the loop runs.
+
+Handle and TimerHandle behave like asyncio.Handle and asyncio.TimerHandle
+(cancel, cancelled, when, get_context, repr, ordering of timers) and expose the
+private attributes libraries introspect (_callback, _args, _cancelled, _when,
+_scheduled, _source_traceback). The loop creates them through new_handle() and
+new_timer(), which skip argument parsing and come from a free list.
+"""
+cimport cython
+from cpython.object cimport PyObject
+
+import sys
+from asyncio import format_helpers
+
+cdef extern from "Python.h":
+    ctypedef struct PyCodeObject:
+        int co_flags
+    int CO_COROUTINE
+    bint PyFunction_Check(object)
+    PyObject* PyFunction_GET_CODE(object)
+    bint PyMethod_Check(object)
+    PyObject* PyMethod_GET_FUNCTION(object)
+    bint PyCoro_CheckExact(object)
+    object PyContext_CopyCurrent()
+    int PyContext_Enter(object) except -1
+    int PyContext_Exit(object) except -1
+
+
+# asyncio's callback formatter grew a keyword-only `debug` argument in 3.12.
+cdef bint _FORMAT_TAKES_DEBUG = sys.version_info >= (3, 12)
+cdef object _format_callback_source = format_helpers._format_callback_source
+cdef object _extract_stack = format_helpers.extract_stack
+cdef object _getframe = sys._getframe
+
+
+cdef inline bint _loop_debug(object loop):
+    if isinstance(loop, LoopBase):
+        return (<LoopBase>loop)._debug
+    return loop.get_debug()
+
+
+cdef str _format_callback(object callback, object args, bint debug):
+    if _FORMAT_TAKES_DEBUG:
+        return _format_callback_source(callback, args, debug=debug)
+    return _format_callback_source(callback, args)
+
+
+cdef inline bint _is_coroutine_function(object callback):
+    # The cheap part of asyncio.iscoroutinefunction(): plain `async def`
+    # functions and methods. Debug mode runs asyncio's complete check.
+    cdef PyObject* func = <PyObject*>callback
+    if PyMethod_Check(callback):
+        func = PyMethod_GET_FUNCTION(callback)
+    if PyFunction_Check(<object>func):
+        return ((<PyCodeObject*>PyFunction_GET_CODE(<object>func)).co_flags
+                & CO_COROUTINE) != 0
+    return False
+
+
+cdef int check_callback(object callback, str method) except -1:
+    """Reject what asyncio's debug-mode _check_callback rejects, cheaply.
+
+    asyncio checks only in debug mode and otherwise fails later, inside the
+    loop; failing at the call site costs two type checks and points at the bug.
+    """
+    if PyCoro_CheckExact(callback) or _is_coroutine_function(callback):
+        raise TypeError(f"coroutines cannot be used with {method}()")
+    if not callable(callback):
+        raise TypeError(f"a callable object was expected by {method}(), "
+                        f"got {callback!r}")
+    return 0
+
+
+cdef class LoopBase:
+    pass
+
+
+@cython.freelist(256)
+cdef class Handle:
+    """Object returned by callback registration methods."""
+
+    def __init__(self, callback, args, loop, context=None):
+        if context is None:
+            context = PyContext_CopyCurrent()
+        self._callback = callback
+        self._args = tuple(args) if args is not None else None
+        self._loop = loop
+        self._context = context
+        if _loop_debug(loop):
+            self._source_traceback = _extract_stack(_getframe(1))
+
+    cdef int run(self) except -1:
+        cdef object callback = self._callback
+        cdef tuple args = self._args
+        cdef object context = self._context
+        cdef bint entered = False
+        try:
+            PyContext_Enter(context)
+            entered = True
+            if args is None or len(args) == 0:
+                callback()
+            elif len(args) == 1:
+                callback(args[0])
+            else:
+                callback(*args)
+        except BaseException as exc:
+            if entered:
+                PyContext_Exit(context)
+            if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+                raise
+            self._report(exc)
+            return 0
+        PyContext_Exit(context)
+        return 0
+
+    cdef _report(self, exc):
+        cb = _format_callback(self._callback, self._args, _loop_debug(self._loop))
+        context = {
+            'message': f'Exception in callback {cb}',
+            'exception': exc,
+            'handle': self,
+        }
+        if self._source_traceback:
+            context['source_traceback'] = self._source_traceback
+        self._loop.call_exception_handler(context)
+
+    def _run(self):
+        self.run()
+
+    def cancel(self):
+        if not self._cancelled:
+            self._cancelled = True
+            if _loop_debug(self._loop):
+                # Keep the callback's description for "Executing ... took"
+                # warnings after the references below are dropped.
+                self._repr = repr(self)
+            self._callback = None
+            self._args = None
+
+    def cancelled(self):
+        return self._cancelled
+
+    def get_context(self):
+        return self._context
+
+    def _repr_info(self):
+        info = [type(self).__name__]
+        if self._cancelled:
+            info.append('cancelled')
+        if self._callback is not None:
+            info.append(_format_callback(self._callback, self._args,
+                                         _loop_debug(self._loop)))
+        if self._source_traceback:
+            frame = self._source_traceback[len(self._source_traceback) - 1]
+            info.append(f'created at {frame[0]}:{frame[1]}')
+        return info
+
+    def __repr__(self):
+        if self._repr is not None:
+            return self._repr
+        return '<{}>'.format(' '.join(self._repr_info()))
+
+
+cdef class TimerHandle(Handle):
+    """Object returned by timed callback registration methods."""
+
+    def __init__(self, when, callback, args, loop, context=None):
+        if when is None:
+            raise TypeError("when cannot be None")
+        super().__init__(callback, args, loop, context)
+        if self._source_traceback:
+            self._source_traceback.pop()
+        self.deadline = when
+
+    @property
+    def _when(self):
+        return self.deadline
+
+    def when(self):
+        """Return the scheduled time as a float in the loop's time() scale."""
+        return self.deadline
+
+    def cancel(self):
+        if not self._cancelled and self._scheduled:
+            if isinstance(self._loop, LoopBase):
+                (<LoopBase>self._loop).timers_cancelled += 1
+            else:
+                self._loop._timer_handle_cancelled(self)
+        Handle.cancel(self)
+
+    def _repr_info(self):
+        info = Handle._repr_info(self)
+        info.insert(2 if self._cancelled else 1, f'when={self.deadline}')
+        return info
+
+    def __hash__(self):
+        return hash(self.deadline)
+
+    def __richcmp__(self, other, int op):
+        cdef TimerHandle o
+        if not isinstance(other, TimerHandle):
+            return NotImplemented
+        o = <TimerHandle>other
+        if op == 0:    # <
+            return self.deadline < o.deadline
+        if op == 4:    # >
+            return self.deadline > o.deadline
+        equal = (self.deadline == o.deadline and self._callback == o._callback
+                 and self._args == o._args and self._cancelled == o._cancelled)
+        if op == 2:
+            return equal
+        if op == 3:
+            return not equal
+        if op == 1:    # <=
+            return self.deadline < o.deadline or equal
+        return self.deadline > o.deadline or equal
+
+
+cdef Handle new_handle(object callback, tuple args, LoopBase loop, object context):
+    cdef Handle handle = Handle.__new__(Handle)
+    handle._callback = callback
+    handle._args = args
+    handle._loop = loop
+    handle._context = PyContext_CopyCurrent() if context is None else context
+    if loop._debug:
+        # Called from C: frame 0 is the Python code that scheduled the callback.
+        handle._source_traceback = _extract_stack(_getframe(0))
+    return handle
+
+
+cdef TimerHandle new_timer(double when, object callback, tuple args, LoopBase loop,
+                           object context):
+    cdef TimerHandle timer = TimerHandle.__new__(TimerHandle)
+    timer._callback = callback
+    timer._args = args
+    timer._loop = loop
+    timer._context = PyContext_CopyCurrent() if context is None else context
+    timer.deadline = when
+    if loop._debug:
+        timer._source_traceback = _extract_stack(_getframe(0))
+    return timer

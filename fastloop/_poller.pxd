@@ -1,0 +1,34 @@
+# Contract of the OS readiness interface used by the loop core.
+#
+# Interest and readiness are bit masks of READABLE and WRITABLE. Errors and
+# hang-ups are reported as both, as the selectors module does, so that whoever
+# waits on the fd gets to see the error.
+
+cdef enum:
+    READABLE = 1
+    WRITABLE = 2
+
+cdef struct Ready:
+    int fd
+    int events
+
+
+cdef class Poller:
+    cdef readonly str name
+    cdef Ready* ready          # filled by wait(), `capacity` entries
+    cdef int capacity
+    cdef int nfds              # registered fds
+
+    # Change the interest set of fd from `old` to `new` (0 means unregistered).
+    cdef int update(self, int fd, int old, int new) except -1
+    # Wait up to timeout_ms (-1: forever, 0: don't block; the GIL is released
+    # only when blocking) and return how many entries of `ready` are filled.
+    # A signal that interrupts the wait runs the Python signal handlers; their
+    # exception propagates.
+    cdef int wait(self, int timeout_ms) except -1
+    # Forget the kernel state inherited over fork() and start from scratch.
+    cdef int reinit(self) except -1
+    cdef close(self)
+
+
+cdef Poller new_poller(str name)

@@ -1,0 +1,259 @@
+"""OS readiness polling: an epoll backend (Linux) and a portable poll() one.
+
+Both present the small interface declared in _poller.pxd. Which one a loop
+uses is chosen by new_poller(): by name, or by default the best the platform
+has. Both are level-triggered, like the selectors module asyncio uses.
+"""
+from libc.stdlib cimport malloc, realloc, free
+from libc.errno cimport errno, EINTR, EEXIST, ENOENT, EBADF, EPERM
+from posix.unistd cimport close as close_fd
+
+cdef extern from "Python.h":
+    int PyErr_CheckSignals() except -1
+    object PyErr_SetFromErrno(object)
+
+cdef extern from "poll.h" nogil:
+    struct pollfd:
+        int fd
+        short events
+        short revents
+    ctypedef unsigned long nfds_t
+    int poll(pollfd *fds, nfds_t nfds, int timeout)
+    enum:
+        POLLIN
+        POLLOUT
+
+cdef extern from "_compat.h" nogil:
+    int FL_HAVE_EPOLL
+    ctypedef union epoll_data_t:
+        int fd
+    struct epoll_event:
+        unsigned int events
+        epoll_data_t data
+    int epoll_create1(int flags)
+    int epoll_ctl(int epfd, int op, int fd, epoll_event *event)
+    int epoll_wait(int epfd, epoll_event *events, int maxevents, int timeout)
+    enum:
+        EPOLLIN
+        EPOLLOUT
+        EPOLL_CTL_ADD
+        EPOLL_CTL_DEL
+        EPOLL_CTL_MOD
+        EPOLL_CLOEXEC
+
+
+DEFAULT = "epoll" if FL_HAVE_EPOLL else "poll"
+AVAILABLE = ("epoll", "poll") if FL_HAVE_EPOLL else ("poll",)
+
+
+cdef int _raise_errno() except -1:
+    PyErr_SetFromErrno(OSError)
+    return -1
+
+
+cdef int _grow(void** buf, int* capacity, int needed, size_t item) except -1:
+    """Grow *buf to hold at least `needed` items (doubling)."""
+    cdef int cap = capacity[0]
+    cdef void* new_buf
+    if needed <= cap:
+        return 0
+    if cap < 16:
+        cap = 16
+    while cap < needed:
+        cap *= 2
+    new_buf = realloc(buf[0], cap * item)
+    if new_buf == NULL:
+        raise MemoryError()
+    buf[0] = new_buf
+    capacity[0] = cap
+    return 0
+
+
+cdef inline int _after_failed_wait() except -1:
+    # EINTR: run the Python-level signal handlers now (Ctrl-C raises
+    # KeyboardInterrupt from here), then report no events; the loop polls again.
+    if errno == EINTR:
+        PyErr_CheckSignals()
+        return 0
+    return _raise_errno()
+
+
+cdef class Poller:
+    def __dealloc__(self):
+        free(self.ready)
+
+    cdef int update(self, int fd, int old, int new) except -1:
+        raise NotImplementedError
+
+    cdef int wait(self, int timeout_ms) except -1:
+        raise NotImplementedError
+
+    cdef int reinit(self) except -1:
+        raise NotImplementedError
+
+    cdef close(self):
+        pass
+
+
+cdef class EpollPoller(Poller):
+    cdef int epfd
+    cdef epoll_event* kernel_events
+    cdef int kernel_capacity
+
+    def __cinit__(self):
+        self.epfd = -1
+        self.name = "epoll"
+        self.reinit()
+
+    def __dealloc__(self):
+        self.close()
+        free(self.kernel_events)
+
+    cdef int reinit(self) except -1:
+        if self.epfd >= 0:
+            close_fd(self.epfd)
+        self.epfd = epoll_create1(EPOLL_CLOEXEC)
+        if self.epfd < 0:
+            _raise_errno()
+        self.nfds = 0
+        return 0
+
+    cdef int update(self, int fd, int old, int new) except -1:
+        cdef epoll_event ev
+        ev.events = (EPOLLIN if new & READABLE else 0) | (EPOLLOUT if new & WRITABLE else 0)
+        ev.data.fd = fd
+        if new == 0:
+            # A closed fd has already left the epoll set: nothing to undo.
+            if epoll_ctl(self.epfd, EPOLL_CTL_DEL, fd, &ev) < 0 and errno not in (ENOENT, EBADF):
+                _raise_errno()
+            self.nfds -= 1
+        elif old == 0:
+            if epoll_ctl(self.epfd, EPOLL_CTL_ADD, fd, &ev) < 0:
+                # The kernel may still hold an fd number that was closed and
+                # reused behind our back (dup2): take it over.
+                if errno != EEXIST or epoll_ctl(self.epfd, EPOLL_CTL_MOD, fd, &ev) < 0:
+                    _raise_errno()
+            self.nfds += 1
+        else:
+            if epoll_ctl(self.epfd, EPOLL_CTL_MOD, fd, &ev) < 0:
+                # The fd was closed and its number reused since it registered.
+                if errno != ENOENT or epoll_ctl(self.epfd, EPOLL_CTL_ADD, fd, &ev) < 0:
+                    _raise_errno()
+        return 0
+
+    cdef int wait(self, int timeout_ms) except -1:
+        cdef int n, i, bits, events
+        cdef int wanted = self.nfds if self.nfds > 0 else 1
+        _grow(<void**>&self.kernel_events, &self.kernel_capacity, wanted, sizeof(epoll_event))
+        _grow(<void**>&self.ready, &self.capacity, self.kernel_capacity, sizeof(Ready))
+        if timeout_ms == 0:
+            n = epoll_wait(self.epfd, self.kernel_events, self.kernel_capacity, 0)
+        else:
+            with nogil:
+                n = epoll_wait(self.epfd, self.kernel_events, self.kernel_capacity, timeout_ms)
+        if n < 0:
+            return _after_failed_wait()
+        for i in range(n):
+            bits = self.kernel_events[i].events
+            # As selectors.EpollSelector: anything but "readable" (errors,
+            # hang-ups) wakes writers, anything but "writable" wakes readers.
+            events = 0
+            if bits & ~EPOLLIN:
+                events |= WRITABLE
+            if bits & ~EPOLLOUT:
+                events |= READABLE
+            self.ready[i].fd = self.kernel_events[i].data.fd
+            self.ready[i].events = events
+        return n
+
+    cdef close(self):
+        if self.epfd >= 0:
+            close_fd(self.epfd)
+            self.epfd = -1
+
+
+cdef class PollPoller(Poller):
+    cdef pollfd* fds           # the registered set, compact
+    cdef int fds_capacity
+    cdef int* slot_of          # fd -> index in fds, or -1
+    cdef int slot_capacity
+
+    def __cinit__(self):
+        self.name = "poll"
+
+    def __dealloc__(self):
+        free(self.fds)
+        free(self.slot_of)
+
+    cdef int reinit(self) except -1:
+        # poll() keeps no kernel state: only forget the registrations, the
+        # loop registers its fds again.
+        cdef int i
+        for i in range(self.slot_capacity):
+            self.slot_of[i] = -1
+        self.nfds = 0
+        return 0
+
+    cdef int update(self, int fd, int old, int new) except -1:
+        cdef int slot, old_cap
+        cdef short mask = (POLLIN if new & READABLE else 0) | (POLLOUT if new & WRITABLE else 0)
+        if fd >= self.slot_capacity:
+            old_cap = self.slot_capacity
+            _grow(<void**>&self.slot_of, &self.slot_capacity, fd + 1, sizeof(int))
+            for slot in range(old_cap, self.slot_capacity):
+                self.slot_of[slot] = -1
+        slot = self.slot_of[fd]
+        if new == 0:
+            if slot >= 0:
+                # Keep the array compact: the last entry takes the freed slot.
+                self.nfds -= 1
+                self.fds[slot] = self.fds[self.nfds]
+                self.slot_of[self.fds[slot].fd] = slot
+                self.slot_of[fd] = -1
+        elif slot >= 0:
+            self.fds[slot].events = mask
+        else:
+            _grow(<void**>&self.fds, &self.fds_capacity, self.nfds + 1, sizeof(pollfd))
+            slot = self.nfds
+            self.nfds += 1
+            self.fds[slot].fd = fd
+            self.fds[slot].events = mask
+            self.fds[slot].revents = 0
+            self.slot_of[fd] = slot
+        return 0
+
+    cdef int wait(self, int timeout_ms) except -1:
+        cdef int n, i, count, bits, events
+        _grow(<void**>&self.ready, &self.capacity, self.nfds if self.nfds > 0 else 1, sizeof(Ready))
+        if timeout_ms == 0:
+            n = poll(self.fds, self.nfds, 0)
+        else:
+            with nogil:
+                n = poll(self.fds, self.nfds, timeout_ms)
+        if n < 0:
+            return _after_failed_wait()
+        count = 0
+        i = 0
+        while count < n and i < self.nfds:
+            bits = self.fds[i].revents
+            if bits:
+                # As selectors.PollSelector: POLLERR/POLLHUP/POLLNVAL wake both.
+                events = 0
+                if bits & ~POLLIN:
+                    events |= WRITABLE
+                if bits & ~POLLOUT:
+                    events |= READABLE
+                self.ready[count].fd = self.fds[i].fd
+                self.ready[count].events = events
+                count += 1
+            i += 1
+        return count
+
+
+cdef Poller new_poller(str name):
+    if name == "epoll" and FL_HAVE_EPOLL:
+        return EpollPoller()
+    if name == "poll":
+        return PollPoller()
+    raise ValueError(f"unknown or unavailable poller {name!r}; "
+                     f"available: {', '.join(AVAILABLE)}")

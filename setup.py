@@ -1,0 +1,52 @@
+"""Build the fastloop C extensions from their Cython sources.
+
+FASTLOOP_DEBUG=1 builds with Cython line tracing and C asserts enabled (slower;
+for profiling with py-spy/coverage and for catching invariant violations).
+"""
+import os
+import sys
+
+from setuptools import Extension, setup
+
+DEBUG = os.environ.get("FASTLOOP_DEBUG", "") not in ("", "0")
+
+MODULES = ["_handles", "_poller", "_core"]
+
+
+def extensions():
+    from Cython.Build import cythonize
+
+    macros = []
+    cflags = ["-O2"] if not DEBUG else ["-O0", "-g"]
+    if sys.platform != "win32":
+        cflags.append("-fno-strict-aliasing")
+    directives = {
+        "language_level": 3,
+        "boundscheck": False,
+        "wraparound": False,
+        "cdivision": True,
+        "embedsignature": True,
+    }
+    if DEBUG:
+        directives.update(linetrace=True, profile=True)
+        macros.append(("CYTHON_TRACE_NOGIL", "1"))
+    else:
+        macros.append(("NDEBUG", "1"))
+    exts = [
+        Extension(
+            f"fastloop.{name}",
+            [f"fastloop/{name}.pyx"],
+            define_macros=macros,
+            extra_compile_args=cflags,
+        )
+        for name in MODULES
+    ]
+    return cythonize(
+        exts,
+        compiler_directives=directives,
+        annotate=os.environ.get("FASTLOOP_ANNOTATE", "") not in ("", "0"),
+        nthreads=int(os.environ.get("FASTLOOP_BUILD_JOBS", "0")),
+    )
+
+
+setup(ext_modules=extensions())
