@@ -24,6 +24,7 @@ import gc
 import itertools
 import math
 import operator
+import platform
 import random
 import statistics
 import sys
@@ -431,6 +432,31 @@ def loop_factories(names: Optional[Sequence[str]] = None):
     return factories, skipped
 
 
+def describe_loops(names: Sequence[str]) -> Dict[str, str]:
+    """Version (and fastloop's poller backend) of each loop, for reports."""
+    from importlib import metadata
+    info = {}
+    for name in names:
+        if name == "asyncio":
+            info[name] = f"(Python {platform.python_version()})"
+            continue
+        module = sys.modules.get(name)
+        version = getattr(module, "__version__", None)
+        if not version:
+            try:
+                version = metadata.version(name)
+            except metadata.PackageNotFoundError:
+                version = "?"
+        info[name] = version
+        if name == "fastloop":
+            loop = _factory(name)()
+            poller = getattr(loop, "_poller_name", None)
+            loop.close()
+            if poller:
+                info[name] += f" ({poller})"
+    return info
+
+
 def select_workloads(names: Optional[Sequence[str]] = None) -> List[Workload]:
     if not names:
         return list(WORKLOADS.values())
@@ -467,7 +493,8 @@ def _ratio_columns(loops: Sequence[str]):
 
 def format_table(results: Dict[str, Dict[str, float]],
                  loops: Sequence[str]) -> str:
-    """Markdown table of ops/s per loop plus fastloop's speed ratios.
+    """Markdown table of ops/s per loop (one row per benchmark) plus
+    fastloop's speed ratios.
 
     ``results`` maps benchmark -> loop -> ops/s.  A ratio > 1 means fastloop
     is faster; "best(uv,r)" compares against the faster of uvloop and rloop
@@ -476,7 +503,7 @@ def format_table(results: Dict[str, Dict[str, float]],
     loops = [name for name in LOOP_NAMES if name in loops] + \
             [name for name in loops if name not in LOOP_NAMES]
     ratio_cols = _ratio_columns(loops)
-    header = ["benchmark"] + [f"{name} ops/s" for name in loops] + \
+    header = ["ops/s"] + list(loops) + \
              [title for title, _ in ratio_cols]
     rows, logs = [], {title: [] for title, _ in ratio_cols}
     for bench, per_loop in results.items():
@@ -577,7 +604,9 @@ def run(loops: Optional[Sequence[str]] = None,
 
     print(f"fastloop scheduling benchmarks: median of {repeat} runs, "
           f"{'quick mode, ' if quick else ''}{clock() - t_start:.0f} s total"
-          + ("; ratio > 1 means fastloop is faster" if "fastloop" in names else "")
+          + ("; ratio > 1 means fastloop is faster" if "fastloop" in names else ""),
+          file=out)
+    print(", ".join(f"{name} {what}" for name, what in describe_loops(names).items())
           + "\n", file=out)
     print(format_table(results, names), file=out)
     return results
@@ -588,10 +617,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     `python3 fastloop/_bench.py`."""
     parser.add_argument("--quick", action="store_true",
                         help="1/5 of the ops, 3 repeats (~30 s smoke test)")
-    parser.add_argument("--loops", type=_csv, default=None, metavar="LIST",
+    parser.add_argument("--loops", type=csv_list, default=None, metavar="LIST",
                         help="comma-separated event loops "
                              f"(default: every usable one of {','.join(LOOP_NAMES)})")
-    parser.add_argument("--only", type=_csv, default=None, metavar="LIST",
+    parser.add_argument("--only", type=csv_list, default=None, metavar="LIST",
                         help="comma-separated benchmarks (see --list; default: all)")
     parser.add_argument("--repeat", type=int, default=5,
                         help="runs per loop and benchmark (default: 5)")
@@ -599,7 +628,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="list the benchmarks and exit")
 
 
-def _csv(text: str) -> List[str]:
+def csv_list(text: str) -> List[str]:
     return [item.strip() for item in text.split(",") if item.strip()]
 
 

@@ -549,7 +549,8 @@ cdef class LoopCore(LoopBase):
         if delay is None:
             raise TypeError('delay must not be None')
         cdef double when = fl_monotonic() + <double>delay
-        self.check_call(callback, 'call_later')
+        # asyncio's call_later() goes through call_at(), and its errors say so.
+        self.check_call(callback, 'call_at')
         cdef TimerHandle timer = new_timer(when, callback, args, self, context)
         self.push_timer(timer)
         return timer

@@ -1,0 +1,87 @@
+"""Shared fixtures: every behaviour test runs on stdlib asyncio and on fastloop
+with each poller backend, and the results must agree.
+
+`loop_factory` is parametrized over the three; `loop` is a fresh loop from it,
+closed after the test. `is_fastloop` tells a test which kind it runs on, for the
+few documented differences. Every test also checks that it leaks no fd.
+"""
+import asyncio
+import gc
+import os
+import sys
+
+import pytest
+
+import fastloop
+
+IMPLEMENTATIONS = ["asyncio", "fastloop-epoll", "fastloop-poll"]
+if "epoll" not in fastloop._poller.AVAILABLE:
+    IMPLEMENTATIONS.remove("fastloop-epoll")
+
+
+def make_factory(name):
+    if name == "asyncio":
+        return asyncio.SelectorEventLoop if sys.platform != "win32" else asyncio.new_event_loop
+    poller = name.split("-", 1)[1]
+    return lambda: fastloop.Loop(poller=poller)
+
+
+@pytest.fixture(params=IMPLEMENTATIONS)
+def impl(request):
+    return request.param
+
+
+@pytest.fixture
+def loop_factory(impl):
+    return make_factory(impl)
+
+
+@pytest.fixture
+def is_fastloop(impl):
+    return impl.startswith("fastloop")
+
+
+@pytest.fixture
+def loop(loop_factory):
+    loop = loop_factory()
+    try:
+        yield loop
+    finally:
+        if loop.is_running():
+            loop.stop()
+        if not loop.is_closed():
+            loop.run_until_complete(loop.shutdown_default_executor())
+            loop.close()
+        asyncio.set_event_loop(None)
+
+
+def _open_fds():
+    try:
+        return set(os.listdir("/proc/self/fd"))
+    except FileNotFoundError:      # not Linux: skip the check
+        return None
+
+
+@pytest.fixture(autouse=True)
+def no_fd_leak(request):
+    if request.node.get_closest_marker("allow_fd_change"):
+        yield
+        return
+    before = _open_fds()
+    yield
+    if before is None:
+        return
+    gc.collect()
+    after = _open_fds()
+    leaked = sorted(after - before, key=int)
+    details = []
+    for fd in leaked:
+        try:
+            details.append(f"{fd} -> {os.readlink(f'/proc/self/fd/{fd}')}")
+        except OSError:
+            pass    # the listing's own fd, gone by now
+    assert not details, f"test leaked file descriptors: {details}"
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "allow_fd_change: skip the fd leak check")
