@@ -122,7 +122,7 @@ def _run_batch(loop, t0: float) -> float:
     return clock() - t0
 
 
-@workload("call_soon", 300_000)
+@workload("call_soon", 200_000)
 def call_soon(loop, n):
     """Schedule n zero-argument callbacks, then run them all."""
     counter = itertools.count()
@@ -135,7 +135,7 @@ def call_soon(loop, n):
     return dt
 
 
-@workload("call_soon_1arg", 300_000)
+@workload("call_soon_1arg", 200_000)
 def call_soon_1arg(loop, n):
     """Schedule n one-argument callbacks, then run them all."""
     out: List[int] = []
@@ -148,7 +148,7 @@ def call_soon_1arg(loop, n):
     return dt
 
 
-@workload("call_soon_3arg", 300_000)
+@workload("call_soon_3arg", 200_000)
 def call_soon_3arg(loop, n):
     """Schedule n three-argument callbacks, then run them all."""
     out = [0] * n
@@ -244,7 +244,7 @@ def call_later_cancel90(loop, n):
     return dt
 
 
-@workload("timer_churn", 1_000_000)
+@workload("timer_churn", 500_000)
 def timer_churn(loop, n):
     """call_later() immediately followed by cancel(), n times, inside a
     running loop (so the loop also has to purge the cancelled timers)."""

@@ -93,6 +93,9 @@ cdef class LoopCore(LoopBase):
     def __cinit__(self, *args, **kwargs):
         self.wakeup_read_fd = -1
         self.wakeup_write_fd = -1
+        # Closed until __init__ has acquired the OS resources: a loop whose
+        # construction failed has nothing to release or warn about.
+        self.closed = True
         self.ready_capacity = 256
         self.ready = <PyObject**>malloc(self.ready_capacity * sizeof(PyObject*))
         if self.ready == NULL:
@@ -108,6 +111,7 @@ cdef class LoopCore(LoopBase):
         self.poller = new_poller(poller)
         self._debug = _base_events.coroutines._is_debug_mode()
         self.open_wakeup()
+        self.closed = False
         _all_loops.add(self)
 
     def __dealloc__(self):

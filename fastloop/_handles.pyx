@@ -9,6 +9,7 @@ new_timer(), which skip argument parsing and come from a free list.
 cimport cython
 from cpython.object cimport PyObject
 
+import inspect
 import sys
 from asyncio import format_helpers
 
@@ -26,9 +27,10 @@ cdef extern from "Python.h":
     int PyContext_Exit(object) except -1
 
 
-# asyncio's callback formatter grew a keyword-only `debug` argument in 3.12.
-cdef bint _FORMAT_TAKES_DEBUG = sys.version_info >= (3, 12)
+# asyncio's callback formatter grew a keyword-only `debug` argument (3.12.x/3.13).
 cdef object _format_callback_source = format_helpers._format_callback_source
+cdef bint _FORMAT_TAKES_DEBUG = (
+    "debug" in inspect.signature(_format_callback_source).parameters)
 cdef object _extract_stack = format_helpers.extract_stack
 cdef object _getframe = sys._getframe
 
