@@ -37,6 +37,7 @@ cdef class LoopCore(LoopBase):
     cdef FdEntry* fds
     cdef int fds_capacity
     cdef int user_fds               # fds with interest, not counting the wake-up fd
+    cdef dict fileobjs              # fd -> file object it was registered with
     cdef PyObject** io_pending      # handles made ready by the last poll
     cdef int io_pending_capacity
 
@@ -79,3 +80,5 @@ cdef class LoopCore(LoopBase):
     cdef release_all(self)
     cdef int check_call(self, object callback, str method) except -1
     cdef int check_thread(self) except -1
+    cdef int resolve_fd(self, object fileobj) except -1
+    cdef add_io(self, fileobj, int kind, callback, tuple args)

@@ -39,6 +39,14 @@ from fastloop import _poller
 
 cdef extern from "Python.h":
     unsigned long PyThread_get_thread_ident()
+    Py_ssize_t Py_REFCNT(PyObject*)
+    int PyObject_GC_IsTracked(PyObject*)
+    void PyObject_GC_Track(void*)
+    void PyObject_GC_UnTrack(void*)
+    ctypedef int (*visitproc)(PyObject*, void*) noexcept
+    ctypedef int (*traverseproc)(PyObject*, visitproc, void*) noexcept
+    ctypedef struct TypeSlots "PyTypeObject":
+        traverseproc tp_traverse
 
 cdef extern from "_compat.h" nogil:
     int FL_HAVE_EVENTFD
@@ -82,6 +90,33 @@ cdef inline bint timer_before(TimerEntry* a, TimerEntry* b):
     return a.when < b.when or (a.when == b.when and a.seq < b.seq)
 
 
+# Queued handles are kept out of the cyclic GC.
+#
+# Scheduling creates a Handle and, without an explicit context, a Context copy:
+# two GC-tracked objects per call. With many callbacks or timers pending, every
+# GC pass walks them all, and that dominated batched scheduling. So once a
+# handle is queued, the loop "adopts" it: the handle and the context copy made
+# for it are untracked. While queued, the loop's tp_traverse (at the end of
+# this module) reports their references as the loop's own. When the loop lets
+# go of a handle, release_handle() puts the context back under the GC (a
+# Context must be tracked when it dies) and tracks the handle too if somebody
+# else still holds it.
+
+cdef inline void adopt(Handle handle) noexcept:
+    PyObject_GC_UnTrack(<PyObject*>handle)
+    if handle.own_context:
+        PyObject_GC_UnTrack(<PyObject*>handle._context)
+
+
+cdef inline void release_handle(PyObject* obj) noexcept:
+    cdef PyObject* context = <PyObject*>(<Handle>obj)._context
+    if (<Handle>obj).own_context and not PyObject_GC_IsTracked(context):
+        PyObject_GC_Track(context)
+    if Py_REFCNT(obj) > 1 and not PyObject_GC_IsTracked(obj):
+        PyObject_GC_Track(obj)
+    Py_DECREF(<object>obj)
+
+
 cdef int _set_nonblocking_cloexec(int fd) except -1:
     fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK)
     fcntl(fd, F_SETFD, FD_CLOEXEC)
@@ -101,6 +136,7 @@ cdef class LoopCore(LoopBase):
         if self.ready == NULL:
             raise MemoryError()
         self.slow_callback_duration = 0.1
+        self.fileobjs = {}
         self.clock_resolution = _time.get_clock_info('monotonic').resolution
 
     def __init__(self, *, poller=None):
@@ -265,20 +301,22 @@ cdef class LoopCore(LoopBase):
     cdef purge_cancelled_timers(self):
         """Drop cancelled timers: all of them when they are over half of a big
         heap (then rebuild it), else just those at the top."""
-        cdef Py_ssize_t i, kept = 0
+        cdef Py_ssize_t i, kept = 0, ndropped = 0
         cdef PyObject* timer
-        cdef list dropped
+        cdef PyObject** dropped
         if (self.ntimers > MIN_SCHEDULED_TIMER_HANDLES
                 and 2 * self.timers_cancelled > self.ntimers):
-            # Collect the references first: releasing one can run arbitrary
-            # code, which must not see a half-compacted heap.
-            dropped = []
+            # Release the dropped timers only once the heap is whole again:
+            # releasing one can run arbitrary code.
+            dropped = <PyObject**>malloc(self.ntimers * sizeof(PyObject*))
+            if dropped == NULL:
+                raise MemoryError()
             for i in range(self.ntimers):
                 timer = self.timers[i].timer
                 if (<TimerHandle>timer)._cancelled:
                     (<TimerHandle>timer)._scheduled = False
-                    dropped.append(<object>timer)
-                    Py_DECREF(<object>timer)
+                    dropped[ndropped] = timer
+                    ndropped += 1
                 else:
                     self.timers[kept] = self.timers[i]
                     kept += 1
@@ -288,10 +326,13 @@ cdef class LoopCore(LoopBase):
                 i -= 1
                 self.sift_down(i)
             self.timers_cancelled = 0
+            for i in range(ndropped):
+                release_handle(dropped[i])
+            free(dropped)
             return
         while self.ntimers and (<TimerHandle>self.timers[0].timer)._cancelled:
             self.timers_cancelled -= 1
-            Py_DECREF(<object>self.pop_timer())
+            release_handle(self.pop_timer())
 
     cdef int move_due_timers(self) except -1:
         """Append the timers due by now to the ready queue, by deadline."""
@@ -301,9 +342,10 @@ cdef class LoopCore(LoopBase):
             timer = self.pop_timer()
             if (<TimerHandle>timer)._cancelled:
                 self.timers_cancelled -= 1
+                release_handle(timer)
             else:
                 self.push_ready(<TimerHandle>timer)
-            Py_DECREF(<object>timer)
+                Py_DECREF(<object>timer)
         return 0
 
     # ------------------------------------------------------------- fd registry
@@ -330,6 +372,7 @@ cdef class LoopCore(LoopBase):
                 self.user_fds += 1
             entry.events |= kind
         Py_INCREF(handle)
+        adopt(handle)
         if kind == READABLE:
             old = entry.reader
             entry.reader = <PyObject*>handle
@@ -338,7 +381,7 @@ cdef class LoopCore(LoopBase):
             entry.writer = <PyObject*>handle
         if old != NULL:
             (<Handle>old).cancel()
-            Py_DECREF(<object>old)
+            release_handle(old)
         return 0
 
     cdef bint clear_io_handle(self, int fd, int kind) except -1:
@@ -353,6 +396,8 @@ cdef class LoopCore(LoopBase):
             entry.events &= ~kind
             if entry.events == 0:
                 self.user_fds -= 1
+                if self.fileobjs:
+                    self.fileobjs.pop(fd, None)
         if kind == READABLE:
             old = entry.reader
             entry.reader = NULL
@@ -362,7 +407,7 @@ cdef class LoopCore(LoopBase):
         if old == NULL:
             return False
         (<Handle>old).cancel()
-        Py_DECREF(<object>old)
+        release_handle(old)
         return True
 
     cdef int collect_io(self, int nevents) except -1:
@@ -428,14 +473,14 @@ cdef class LoopCore(LoopBase):
 
     cdef int run_ready(self, Py_ssize_t count) except -1:
         cdef PyObject* obj
-        cdef Handle handle
         while count > 0 and self.ready_len > 0:
             count -= 1
             obj = self.pop_ready()
-            handle = <Handle>obj
-            Py_DECREF(<object>obj)
-            if not handle._cancelled:
-                self.run_handle(handle)
+            try:
+                if not (<Handle>obj)._cancelled:
+                    self.run_handle(<Handle>obj)
+            finally:
+                release_handle(obj)
         return 0
 
     cdef int run_once(self) except -1:
@@ -495,15 +540,18 @@ cdef class LoopCore(LoopBase):
         self.fds = NULL
         self.fds_capacity = 0
         self.user_fds = 0
+        self.fileobjs = {}
         for i in range(n):
-            Py_DECREF(<object>ready[(head + i) & (cap - 1)])
+            release_handle(ready[(head + i) & (cap - 1)])
         free(ready)
         for i in range(ntimers):
-            Py_DECREF(<object>timers[i].timer)
+            release_handle(timers[i].timer)
         free(timers)
         for i in range(nfds):
-            Py_XDECREF(fds[i].reader)
-            Py_XDECREF(fds[i].writer)
+            if fds[i].reader != NULL:
+                release_handle(fds[i].reader)
+            if fds[i].writer != NULL:
+                release_handle(fds[i].writer)
         free(fds)
         if self.ready == NULL:
             raise MemoryError()
@@ -532,6 +580,7 @@ cdef class LoopCore(LoopBase):
         self.check_call(callback, 'call_soon')
         cdef Handle handle = new_handle(callback, args, self, context)
         self.push_ready(handle)
+        adopt(handle)
         return handle
 
     def call_soon_threadsafe(self, callback, *args, context=None):
@@ -545,6 +594,7 @@ cdef class LoopCore(LoopBase):
         # The GIL makes the push atomic for the loop's thread.
         cdef Handle handle = new_handle(callback, args, self, context)
         self.push_ready(handle)
+        adopt(handle)
         self.wake()
         return handle
 
@@ -557,6 +607,7 @@ cdef class LoopCore(LoopBase):
         self.check_call(callback, 'call_at')
         cdef TimerHandle timer = new_timer(when, callback, args, self, context)
         self.push_timer(timer)
+        adopt(timer)
         return timer
 
     def call_at(self, when, callback, *args, context=None):
@@ -567,6 +618,7 @@ cdef class LoopCore(LoopBase):
         self.check_call(callback, 'call_at')
         cdef TimerHandle timer = new_timer(deadline, callback, args, self, context)
         self.push_timer(timer)
+        adopt(timer)
         return timer
 
     def time(self):
@@ -581,27 +633,44 @@ cdef class LoopCore(LoopBase):
         if handle._scheduled:
             self.timers_cancelled += 1
 
+    cdef int resolve_fd(self, object fileobj) except -1:
+        try:
+            return fileobj_to_fd(fileobj)
+        except ValueError:
+            # Like selectors, find an object registered before it was closed
+            # (its fileno() is -1 now), so closing first and removing second
+            # works.
+            for fd, registered in self.fileobjs.items():
+                if registered is fileobj:
+                    return fd
+            raise
+
+    cdef add_io(self, fileobj, int kind, callback, tuple args):
+        self._check_closed()
+        cdef int fd = fileobj_to_fd(fileobj)
+        self.set_io_handle(fd, kind, new_handle(callback, args, self, None))
+        if not isinstance(fileobj, int):
+            self.fileobjs[fd] = fileobj
+
     def add_reader(self, fd, callback, *args):
         """Start watching fd for read availability; replaces a previous reader."""
-        self._check_closed()
-        self.set_io_handle(fileobj_to_fd(fd), READABLE, new_handle(callback, args, self, None))
+        self.add_io(fd, READABLE, callback, args)
 
     def remove_reader(self, fd):
         """Stop watching fd for read availability; True if it was watched."""
         if self.closed:
             return False
-        return self.clear_io_handle(fileobj_to_fd(fd), READABLE)
+        return self.clear_io_handle(self.resolve_fd(fd), READABLE)
 
     def add_writer(self, fd, callback, *args):
         """Start watching fd for write availability; replaces a previous writer."""
-        self._check_closed()
-        self.set_io_handle(fileobj_to_fd(fd), WRITABLE, new_handle(callback, args, self, None))
+        self.add_io(fd, WRITABLE, callback, args)
 
     def remove_writer(self, fd):
         """Stop watching fd for write availability; True if it was watched."""
         if self.closed:
             return False
-        return self.clear_io_handle(fileobj_to_fd(fd), WRITABLE)
+        return self.clear_io_handle(self.resolve_fd(fd), WRITABLE)
 
     def _check_closed(self):
         if self.closed:
@@ -683,6 +752,65 @@ cdef class LoopCore(LoopBase):
     @property
     def _clock_resolution(self):
         return self.clock_resolution
+
+
+# ---------------------------------------------------------------- GC support
+#
+# Queued handles are untracked (see adopt()). The loop reports the references
+# of each handle it owns alone as its own, so that the GC can still see through
+# them and collect a dropped loop with its pending callbacks. A handle also held
+# elsewhere is skipped: what it references then stays alive, which is the safe
+# side to err on.
+
+cdef traverseproc _generated_traverse = (<TypeSlots*>LoopCore).tp_traverse
+
+
+cdef int _visit_owned_handle(PyObject* obj, visitproc visit, void* arg) noexcept:
+    cdef Handle handle
+    cdef int r
+    if obj == NULL or Py_REFCNT(obj) != 1 or PyObject_GC_IsTracked(obj):
+        return 0
+    handle = <Handle>obj
+    r = 0
+    if handle._callback is not None:
+        r = visit(<PyObject*>handle._callback, arg)
+    if r == 0 and handle._args is not None:
+        r = visit(<PyObject*>handle._args, arg)
+    if r == 0 and handle._context is not None:
+        r = visit(<PyObject*>handle._context, arg)
+    if r == 0 and handle._loop is not None:
+        r = visit(<PyObject*>handle._loop, arg)
+    if r == 0 and handle._source_traceback is not None:
+        r = visit(<PyObject*>handle._source_traceback, arg)
+    return r
+
+
+cdef int _loop_traverse(PyObject* obj, visitproc visit, void* arg) noexcept:
+    cdef LoopCore loop
+    cdef Py_ssize_t i
+    cdef int r = _generated_traverse(obj, visit, arg)
+    if r:
+        return r
+    loop = <LoopCore>obj
+    for i in range(loop.ready_len):
+        r = _visit_owned_handle(
+            loop.ready[(loop.ready_head + i) & (loop.ready_capacity - 1)], visit, arg)
+        if r:
+            return r
+    for i in range(loop.ntimers):
+        r = _visit_owned_handle(loop.timers[i].timer, visit, arg)
+        if r:
+            return r
+    for i in range(loop.fds_capacity):
+        r = _visit_owned_handle(loop.fds[i].reader, visit, arg)
+        if r == 0:
+            r = _visit_owned_handle(loop.fds[i].writer, visit, arg)
+        if r:
+            return r
+    return 0
+
+
+(<TypeSlots*>LoopCore).tp_traverse = _loop_traverse
 
 
 def _reinit_after_fork():

@@ -15,6 +15,7 @@ cdef class Handle:
     cdef readonly bint _cancelled
     cdef public object _source_traceback
     cdef public object _repr
+    cdef bint own_context               # _context is a copy made for this handle alone
     cdef dict __dict__                  # tests and libraries set attributes on handles
     cdef object __weakref__
 
@@ -30,6 +31,8 @@ cdef class TimerHandle(Handle):
     cdef public bint _scheduled         # True while the handle sits in a loop's timer heap
 
 
+# Fast constructors for the loop (no argument parsing, free list). When no
+# context is given they copy the current one and set own_context.
 cdef Handle new_handle(object callback, tuple args, LoopBase loop, object context)
 cdef TimerHandle new_timer(double when, object callback, tuple args, LoopBase loop,
                            object context)

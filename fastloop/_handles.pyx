@@ -223,7 +223,11 @@ cdef Handle new_handle(object callback, tuple args, LoopBase loop, object contex
     handle._callback = callback
     handle._args = args
     handle._loop = loop
-    handle._context = PyContext_CopyCurrent() if context is None else context
+    if context is None:
+        handle._context = PyContext_CopyCurrent()
+        handle.own_context = True
+    else:
+        handle._context = context
     if loop._debug:
         # Called from C: frame 0 is the Python code that scheduled the callback.
         handle._source_traceback = _extract_stack(_getframe(0))
@@ -236,7 +240,11 @@ cdef TimerHandle new_timer(double when, object callback, tuple args, LoopBase lo
     timer._callback = callback
     timer._args = args
     timer._loop = loop
-    timer._context = PyContext_CopyCurrent() if context is None else context
+    if context is None:
+        timer._context = PyContext_CopyCurrent()
+        timer.own_context = True
+    else:
+        timer._context = context
     timer.deadline = when
     if loop._debug:
         timer._source_traceback = _extract_stack(_getframe(0))
