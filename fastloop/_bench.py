@@ -52,7 +52,7 @@ QUEUE_MAXSIZE = 8     # small bound: producer and consumer really hand off
 class Workload(NamedTuple):
     name: str
     func: Callable[[Callable[[], asyncio.AbstractEventLoop], int], float]
-    n: int            # default number of ops (sized for ~0.1-0.4 s on asyncio)
+    n: int            # default op count: ~0.1-1 s per run on asyncio
     doc: str
 
 
@@ -80,12 +80,14 @@ def workload(name: str, n: int):
     once so the bodies only contain the timed work and their op-count check.
     """
     def decorator(body):
-        def run(loop_factory, n: int = n) -> float:
+        def timed(loop_factory, n: int = n) -> float:
             if n < 1:
                 raise ValueError("n must be >= 1")
             loop = loop_factory()
-            # Start every measurement from the same heap state; garbage from
-            # the previous run must not be collected inside this one.
+            # Start every measurement from the same heap state: garbage from
+            # the previous run must not be collected inside this one.  The GC
+            # stays enabled, though: a loop that allocates many GC-tracked
+            # objects per op pays for it, as it would in production.
             gc.collect()
             watchdog = threading.Timer(WATCHDOG_SECONDS, _wake, (loop,))
             watchdog.daemon = True
@@ -96,11 +98,11 @@ def workload(name: str, n: int):
                 watchdog.cancel()
                 loop.close()
 
-        run.__name__ = run.__qualname__ = name
-        run.__doc__ = body.__doc__
+        timed.__name__ = timed.__qualname__ = name
+        timed.__doc__ = body.__doc__
         doc = " ".join((body.__doc__ or "").split("\n\n")[0].split())
-        WORKLOADS[name] = Workload(name, run, n, doc)
-        return run
+        WORKLOADS[name] = Workload(name, timed, n, doc)
+        return timed
     return decorator
 
 

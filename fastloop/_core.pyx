@@ -15,6 +15,7 @@ and running that many; here I/O is dispatched straight from the poll result.
 cimport cython
 from cpython.object cimport PyObject
 from cpython.ref cimport Py_INCREF, Py_DECREF, Py_XDECREF
+from cpython.tuple cimport PyTuple_GET_SIZE
 from libc.stdlib cimport malloc, realloc, free
 from libc.string cimport memset
 from libc.math cimport ceil
@@ -103,17 +104,29 @@ cdef inline bint timer_before(TimerEntry* a, TimerEntry* b):
 # else still holds it.
 
 cdef inline void adopt(Handle handle) noexcept:
+    # Only objects made for this handle alone: the context copy and the
+    # argument tuple that *args packed.
     PyObject_GC_UnTrack(<PyObject*>handle)
     if handle.own_context:
         PyObject_GC_UnTrack(<PyObject*>handle._context)
+    if handle._args is not None and PyObject_GC_IsTracked(<PyObject*>handle._args):
+        PyObject_GC_UnTrack(<PyObject*>handle._args)
 
 
 cdef inline void release_handle(PyObject* obj) noexcept:
     cdef PyObject* context = <PyObject*>(<Handle>obj)._context
+    cdef PyObject* args = <PyObject*>(<Handle>obj)._args
+    cdef bint escaped = Py_REFCNT(obj) > 1
     if (<Handle>obj).own_context and not PyObject_GC_IsTracked(context):
         PyObject_GC_Track(context)
-    if Py_REFCNT(obj) > 1 and not PyObject_GC_IsTracked(obj):
+    if escaped and not PyObject_GC_IsTracked(obj):
         PyObject_GC_Track(obj)
+    # An untracked tuple is fine where nothing can form a cycle through it
+    # (CPython untracks tuples itself); one that lives on, or whose handle
+    # does, goes back to the GC.
+    if (args != <PyObject*>None and (escaped or Py_REFCNT(args) > 1)
+            and PyTuple_GET_SIZE(<tuple>args) and not PyObject_GC_IsTracked(args)):
+        PyObject_GC_Track(args)
     Py_DECREF(<object>obj)
 
 
