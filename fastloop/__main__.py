@@ -16,11 +16,6 @@ import sys
 RUN_USAGE = "python -m fastloop run (SCRIPT | -m MODULE) [args...]"
 
 
-def _bench_command(args) -> int:
-    from . import _bench
-    return _bench.main(args)
-
-
 def _version(dist: str):
     """Installed version of ``dist``, or None if it is not installed."""
     from importlib import metadata, util
@@ -60,16 +55,17 @@ def _run(argv) -> int:
     would, but with fastloop installed as the asyncio event loop."""
     import runpy
 
-    if not argv or argv[0] in ("-h", "--help"):
+    first = argv[0] if argv else "-"
+    if first in ("-h", "--help"):
         print(f"usage: {RUN_USAGE}")
-        return 0 if argv else 2
+        return 0
     module = script = None
-    if argv[0] == "-m" and len(argv) > 1:
+    if first == "-m" and len(argv) > 1:
         module, rest = argv[1], argv[2:]
-    elif argv[0].startswith("-m") and len(argv[0]) > 2:  # -mMODULE, as python accepts
-        module, rest = argv[0][2:], argv[1:]
-    elif not argv[0].startswith("-"):
-        script, rest = argv[0], argv[1:]
+    elif first.startswith("-m") and len(first) > 2:  # -mMODULE, as python accepts
+        module, rest = first[2:], argv[1:]
+    elif not first.startswith("-"):
+        script, rest = first, argv[1:]
     else:
         print(f"usage: {RUN_USAGE}", file=sys.stderr)
         return 2
@@ -107,13 +103,13 @@ def main(argv=None) -> int:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
 
-    from . import _bench  # pure Python: never needs the compiled core
+    from . import _bench  # pure Python and cheap; needed for the options
     bench = sub.add_parser(
         "bench", help="compare scheduling speed with asyncio/uvloop/rloop",
         description="Scheduling micro-benchmarks (for careful numbers use "
                     "bench/bench_scheduling.py, which uses pyperf).")
     _bench.add_arguments(bench)
-    bench.set_defaults(func=_bench_command)
+    bench.set_defaults(func=_bench.main)
 
     info = sub.add_parser("info", help="show versions and the poller in use")
     info.set_defaults(func=_info)

@@ -599,7 +599,12 @@ def run(loops: Optional[Sequence[str]] = None,
             order = names[r % len(names):] + names[:r % len(names)]
             for name in order:
                 progress.step(f"{wl.name} {name} ...")
-                times[name].append(wl.func(factories[name], n))
+                try:
+                    times[name].append(wl.func(factories[name], n))
+                except Exception as exc:  # a broken loop must say which one
+                    progress.finish()
+                    raise RuntimeError(f"{wl.name} failed on {name}: "
+                                       f"{type(exc).__name__}: {exc}") from exc
         results[wl.name] = {name: n / statistics.median(ts)
                             for name, ts in times.items()}
     progress.finish()

@@ -53,6 +53,7 @@ cdef class LoopCore(LoopBase):
     cdef unsigned long thread_ident
     cdef double clock_resolution
     cdef public object _current_handle
+    cdef public object _task_factory
     cdef public double slow_callback_duration
     cdef object __weakref__
 
@@ -80,5 +81,6 @@ cdef class LoopCore(LoopBase):
     cdef release_all(self)
     cdef int check_call(self, object callback, str method) except -1
     cdef int check_thread(self) except -1
+    cdef bint is_current(self) noexcept
     cdef int resolve_fd(self, object fileobj) except -1
     cdef add_io(self, fileobj, int kind, callback, tuple args)

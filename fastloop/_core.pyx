@@ -32,7 +32,7 @@ import os
 import sys
 import time as _time
 import weakref
-from asyncio import Future as _Future
+from asyncio import Future as _Future, Task as _Task
 from asyncio import base_events as _base_events
 from asyncio.events import _get_running_loop, _set_running_loop
 from asyncio.log import logger as _logger
@@ -48,6 +48,11 @@ cdef extern from "Python.h":
     ctypedef int (*traverseproc)(PyObject*, visitproc, void*) noexcept
     ctypedef struct TypeSlots "PyTypeObject":
         traverseproc tp_traverse
+
+cdef extern from "Python.h":
+    # Keyword calls without building a dict for the keywords.
+    object PyObject_Vectorcall(object callable, PyObject** args, size_t nargsf,
+                               object kwnames)
 
 cdef extern from "_compat.h" nogil:
     int FL_HAVE_EVENTFD
@@ -65,6 +70,9 @@ cdef double MAXIMUM_SELECT_TIMEOUT = 24 * 3600
 cdef Py_ssize_t MIN_SCHEDULED_TIMER_HANDLES = 100
 
 cdef object _format_handle = _base_events._format_handle
+cdef object _base_create_task = _base_events.BaseEventLoop.create_task
+cdef tuple _KW_LOOP = ("loop",)
+cdef tuple _KW_LOOP_NAME_CONTEXT = ("loop", "name", "context")
 cdef object _get_asyncgen_hooks = sys.get_asyncgen_hooks
 cdef object _set_asyncgen_hooks = sys.set_asyncgen_hooks
 
@@ -349,8 +357,11 @@ cdef class LoopCore(LoopBase):
 
     cdef int move_due_timers(self) except -1:
         """Append the timers due by now to the ready queue, by deadline."""
-        cdef double end = fl_monotonic() + self.clock_resolution
+        cdef double end
         cdef PyObject* timer
+        if self.ntimers == 0:
+            return 0
+        end = fl_monotonic() + self.clock_resolution
         while self.ntimers and self.timers[0].when < end:
             timer = self.pop_timer()
             if (<TimerHandle>timer)._cancelled:
@@ -638,9 +649,33 @@ cdef class LoopCore(LoopBase):
         """The loop's clock: time.monotonic(), at full resolution."""
         return fl_monotonic()
 
+    cdef inline bint is_current(self) noexcept:
+        # True when this loop is the running loop of the calling thread: then
+        # Future() and Task() find it without being given loop=, a keyword
+        # argument that would cost them a dict per call.
+        return self.running and PyThread_get_thread_ident() == self.thread_ident
+
     def create_future(self):
         """Create a Future attached to this loop."""
-        return _Future(loop=self)
+        cdef PyObject* args[1]
+        if self.is_current():
+            return _Future()
+        args[0] = <PyObject*>self
+        return PyObject_Vectorcall(_Future, args, 0, _KW_LOOP)
+
+    def _create_task(self, coro, *, name=None, context=None):
+        """create_task() for Python 3.11-3.13: the plain case (no task
+        factory, no debug mode) in C, everything else in asyncio's own code."""
+        cdef PyObject* args[4]
+        if self._task_factory is not None or self._debug or self.closed:
+            return _base_create_task(self, coro, name=name, context=context)
+        if name is None and context is None and self.is_current():
+            return _Task(coro)
+        args[0] = <PyObject*>coro
+        args[1] = <PyObject*>self
+        args[2] = <PyObject*>name
+        args[3] = <PyObject*>context
+        return PyObject_Vectorcall(_Task, args, 1, _KW_LOOP_NAME_CONTEXT)
 
     def _timer_handle_cancelled(self, handle):
         if handle._scheduled:

@@ -218,8 +218,8 @@ cdef class TimerHandle(Handle):
         return self.deadline > o.deadline or equal
 
 
-cdef Handle new_handle(object callback, tuple args, LoopBase loop, object context):
-    cdef Handle handle = Handle.__new__(Handle)
+cdef inline void _fill(Handle handle, object callback, tuple args, LoopBase loop,
+                       object context):
     handle._callback = callback
     handle._args = args
     handle._loop = loop
@@ -231,21 +231,17 @@ cdef Handle new_handle(object callback, tuple args, LoopBase loop, object contex
     if loop._debug:
         # Called from C: frame 0 is the Python code that scheduled the callback.
         handle._source_traceback = _extract_stack(_getframe(0))
+
+
+cdef Handle new_handle(object callback, tuple args, LoopBase loop, object context):
+    cdef Handle handle = Handle.__new__(Handle)
+    _fill(handle, callback, args, loop, context)
     return handle
 
 
 cdef TimerHandle new_timer(double when, object callback, tuple args, LoopBase loop,
                            object context):
     cdef TimerHandle timer = TimerHandle.__new__(TimerHandle)
-    timer._callback = callback
-    timer._args = args
-    timer._loop = loop
-    if context is None:
-        timer._context = PyContext_CopyCurrent()
-        timer.own_context = True
-    else:
-        timer._context = context
     timer.deadline = when
-    if loop._debug:
-        timer._source_traceback = _extract_stack(_getframe(0))
+    _fill(timer, callback, args, loop, context)
     return timer

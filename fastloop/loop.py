@@ -8,6 +8,7 @@ behaviour then matches the running Python version exactly.
 """
 import asyncio
 import concurrent.futures
+import sys
 import threading
 import warnings
 import weakref
@@ -30,7 +31,6 @@ class Loop(LoopCore, asyncio.AbstractEventLoop):
         """`poller` picks the readiness backend ("epoll" or "poll"); by default
         the FASTLOOP_POLLER environment variable, else the best available."""
         super().__init__(poller=poller)
-        self._task_factory = None
         self._exception_handler = None
         self._default_executor = None
         self._executor_shutdown_called = False
@@ -68,7 +68,11 @@ class Loop(LoopCore, asyncio.AbstractEventLoop):
 
     # Running, tasks and error handling: the stdlib's own code.
     run_until_complete = _borrow("run_until_complete")
-    create_task = _borrow("create_task")
+    if (3, 11) <= sys.version_info < (3, 14):
+        # Same signature and semantics as the stdlib's on these versions.
+        create_task = LoopCore._create_task
+    else:
+        create_task = _borrow("create_task")
     set_task_factory = _borrow("set_task_factory")
     get_task_factory = _borrow("get_task_factory")
     get_exception_handler = _borrow("get_exception_handler")
