@@ -25,7 +25,7 @@ def main():
     args = parser.parse_args()
 
     bench = load_bench()
-    results, loops, noisy, meta = {}, [], [], {}
+    results, loops, spread, meta = {}, [], {}, {}
     for path in args.files:
         suite = pyperf.BenchmarkSuite.load(path)
         for b in suite.get_benchmarks():
@@ -38,8 +38,8 @@ def main():
             # Values are seconds per op (the driver sets inner_loops = n);
             # 1/median(time) is also the median of ops/s.
             results.setdefault(workload, {})[loop] = 1.0 / b.median()
-            if b.get_nvalue() > 1 and b.stdev() > NOISY * b.mean():
-                noisy.append(f"{b.get_name()} {100 * b.stdev() / b.mean():.0f}%")
+            if b.get_nvalue() > 1:
+                spread[b.get_name()] = b.stdev() / b.mean()
             meta.update(b.get_metadata())
 
     # Known workloads in their canonical order, anything else after them.
@@ -52,8 +52,12 @@ def main():
     print("Median ops/s" + (f" ({', '.join(versions)})" if versions else ""))
     print()
     print(bench.format_table({w: results[w] for w in order}, loops))
+    noisy = sorted(((rel, name) for name, rel in spread.items() if rel > NOISY),
+                   reverse=True)
     if noisy:
-        print(f"\nNoisy (stdev > {NOISY:.0%} of mean): {', '.join(noisy)}")
+        worst = ", ".join(f"{name} {rel:.0%}" for rel, name in noisy[:5])
+        print(f"\nNoisy (stdev > {NOISY:.0%} of mean): {len(noisy)} of "
+              f"{len(spread)} benchmarks; worst: {worst}")
 
 
 if __name__ == "__main__":

@@ -55,6 +55,7 @@ cdef class LoopCore(LoopBase):
     cdef public object _current_handle
     cdef public object _task_factory
     cdef public double slow_callback_duration
+    cdef bint shared_untracked      # GC saw a queued untracked handle held elsewhere
     cdef object __weakref__
 
     cdef int push_ready(self, Handle handle) except -1
@@ -82,5 +83,6 @@ cdef class LoopCore(LoopBase):
     cdef int check_call(self, object callback, str method) except -1
     cdef int check_thread(self) except -1
     cdef bint is_current(self) noexcept
+    cdef track_shared_handles(self)
     cdef int resolve_fd(self, object fileobj) except -1
     cdef add_io(self, fileobj, int kind, callback, tuple args)

@@ -25,9 +25,10 @@ from posix.unistd cimport read, write, close as close_fd, pipe
 from posix.fcntl cimport fcntl, F_GETFL, F_SETFL, F_SETFD, FD_CLOEXEC, O_NONBLOCK
 
 from fastloop._handles cimport (LoopBase, Handle, TimerHandle, new_handle,
-                                new_timer, check_callback)
+                                new_timer, check_callback, traverse_handle, visitproc)
 from fastloop._poller cimport Poller, new_poller, READABLE, WRITABLE
 
+import gc
 import os
 import sys
 import time as _time
@@ -44,7 +45,6 @@ cdef extern from "Python.h":
     int PyObject_GC_IsTracked(PyObject*)
     void PyObject_GC_Track(void*)
     void PyObject_GC_UnTrack(void*)
-    ctypedef int (*visitproc)(PyObject*, void*) noexcept
     ctypedef int (*traverseproc)(PyObject*, visitproc, void*) noexcept
     ctypedef struct TypeSlots "PyTypeObject":
         traverseproc tp_traverse
@@ -101,19 +101,19 @@ cdef inline bint timer_before(TimerEntry* a, TimerEntry* b):
 
 # Queued handles are kept out of the cyclic GC.
 #
-# Scheduling creates a Handle and, without an explicit context, a Context copy:
-# two GC-tracked objects per call. With many callbacks or timers pending, every
-# GC pass walks them all, and that dominated batched scheduling. So once a
-# handle is queued, the loop "adopts" it: the handle and the context copy made
-# for it are untracked. While queued, the loop's tp_traverse (at the end of
-# this module) reports their references as the loop's own. When the loop lets
-# go of a handle, release_handle() puts the context back under the GC (a
-# Context must be tracked when it dies) and tracks the handle too if somebody
-# else still holds it.
+# Scheduling creates a Handle and, without an explicit context, a Context copy
+# and an argument tuple: three GC-tracked objects per call. With many callbacks
+# or timers pending, every GC pass walked them all, and that dominated batched
+# scheduling. So once a handle is queued, the loop "adopts" it: the context copy
+# and argument tuple made for it are untracked (the handle's traverse reports
+# what they reference), and so is the handle itself (the loop's traverse, at
+# the end of this module, reports what it references). When the loop lets go
+# of a handle, release_handle() puts the context back under the GC (a Context
+# must be tracked when it dies), and the handle and tuple too if somebody else
+# still holds them. A queued handle that somebody else holds (asyncio.sleep()
+# keeps its timer) is tracked right after the first collection that sees it.
 
 cdef inline void adopt(Handle handle) noexcept:
-    # Only objects made for this handle alone: the context copy and the
-    # argument tuple that *args packed.
     PyObject_GC_UnTrack(<PyObject*>handle)
     if handle.own_context:
         PyObject_GC_UnTrack(<PyObject*>handle._context)
@@ -802,35 +802,49 @@ cdef class LoopCore(LoopBase):
         return self.clock_resolution
 
 
+    cdef track_shared_handles(self):
+        """Track the queued untracked handles that somebody else also holds."""
+        cdef Py_ssize_t i
+        self.shared_untracked = False
+        for i in range(self.ready_len):
+            _track_if_shared(self.ready[(self.ready_head + i) & (self.ready_capacity - 1)])
+        for i in range(self.ntimers):
+            _track_if_shared(self.timers[i].timer)
+        for i in range(self.fds_capacity):
+            _track_if_shared(self.fds[i].reader)
+            _track_if_shared(self.fds[i].writer)
+
+
 # ---------------------------------------------------------------- GC support
 #
-# Queued handles are untracked (see adopt()). The loop reports the references
-# of each handle it owns alone as its own, so that the GC can still see through
-# them and collect a dropped loop with its pending callbacks. A handle also held
-# elsewhere is skipped: what it references then stays alive, which is the safe
-# side to err on.
+# The loop reports the references of each untracked handle it owns alone as
+# its own (through the handle's traverse), so that the GC still sees through
+# them and collects a dropped loop with its pending callbacks. Tracked handles
+# are visited as usual. An untracked handle that somebody else also holds
+# cannot be accounted for during a collection: it is skipped (what it
+# references stays alive, the safe side) and noted, and the gc.callbacks hook
+# below tracks it once the collection is over, so the next one sees it.
 
 cdef traverseproc _generated_traverse = (<TypeSlots*>LoopCore).tp_traverse
+cdef bint _shared_untracked_seen = False
 
 
-cdef int _visit_owned_handle(PyObject* obj, visitproc visit, void* arg) noexcept:
-    cdef Handle handle
-    cdef int r
-    if obj == NULL or Py_REFCNT(obj) != 1 or PyObject_GC_IsTracked(obj):
+cdef inline void _track_if_shared(PyObject* obj) noexcept:
+    if obj != NULL and Py_REFCNT(obj) > 1 and not PyObject_GC_IsTracked(obj):
+        PyObject_GC_Track(obj)
+
+
+cdef inline int _visit_handle(LoopCore loop, PyObject* obj, visitproc visit, void* arg) noexcept:
+    global _shared_untracked_seen
+    if obj == NULL:
         return 0
-    handle = <Handle>obj
-    r = 0
-    if handle._callback is not None:
-        r = visit(<PyObject*>handle._callback, arg)
-    if r == 0 and handle._args is not None:
-        r = visit(<PyObject*>handle._args, arg)
-    if r == 0 and handle._context is not None:
-        r = visit(<PyObject*>handle._context, arg)
-    if r == 0 and handle._loop is not None:
-        r = visit(<PyObject*>handle._loop, arg)
-    if r == 0 and handle._source_traceback is not None:
-        r = visit(<PyObject*>handle._source_traceback, arg)
-    return r
+    if PyObject_GC_IsTracked(obj):
+        return visit(obj, arg)
+    if Py_REFCNT(obj) == 1:
+        return traverse_handle(obj, visit, arg)
+    loop.shared_untracked = True
+    _shared_untracked_seen = True
+    return 0
 
 
 cdef int _loop_traverse(PyObject* obj, visitproc visit, void* arg) noexcept:
@@ -841,24 +855,40 @@ cdef int _loop_traverse(PyObject* obj, visitproc visit, void* arg) noexcept:
         return r
     loop = <LoopCore>obj
     for i in range(loop.ready_len):
-        r = _visit_owned_handle(
-            loop.ready[(loop.ready_head + i) & (loop.ready_capacity - 1)], visit, arg)
+        r = _visit_handle(loop, loop.ready[(loop.ready_head + i) & (loop.ready_capacity - 1)],
+                          visit, arg)
         if r:
             return r
     for i in range(loop.ntimers):
-        r = _visit_owned_handle(loop.timers[i].timer, visit, arg)
+        r = _visit_handle(loop, loop.timers[i].timer, visit, arg)
         if r:
             return r
     for i in range(loop.fds_capacity):
-        r = _visit_owned_handle(loop.fds[i].reader, visit, arg)
+        r = _visit_handle(loop, loop.fds[i].reader, visit, arg)
         if r == 0:
-            r = _visit_owned_handle(loop.fds[i].writer, visit, arg)
+            r = _visit_handle(loop, loop.fds[i].writer, visit, arg)
         if r:
             return r
     return 0
 
 
 (<TypeSlots*>LoopCore).tp_traverse = _loop_traverse
+
+
+def _on_collection(phase, info):
+    global _shared_untracked_seen
+    if phase == "start":
+        if info["generation"] == 2:
+            for loop in list(_all_loops):
+                (<LoopCore>loop).track_shared_handles()
+    elif _shared_untracked_seen:
+        _shared_untracked_seen = False
+        for loop in list(_all_loops):
+            if (<LoopCore>loop).shared_untracked:
+                (<LoopCore>loop).track_shared_handles()
+
+
+gc.callbacks.append(_on_collection)
 
 
 def _reinit_after_fork():

@@ -1,5 +1,10 @@
 # Contract between the loop core and its callback handles.
 
+from cpython.object cimport PyObject
+
+cdef extern from "Python.h":
+    ctypedef int (*visitproc)(PyObject*, void*) noexcept
+
 cdef class LoopBase:
     # The part of the loop's state that handles read or update directly, without
     # a Python-level call: the core's LoopCore subclasses it.
@@ -37,3 +42,8 @@ cdef Handle new_handle(object callback, tuple args, LoopBase loop, object contex
 cdef TimerHandle new_timer(double when, object callback, tuple args, LoopBase loop,
                            object context)
 cdef int check_callback(object callback, str method) except -1
+
+# A handle's tp_traverse. It looks inside the argument tuple and context copy
+# a handle owns alone even while the loop keeps those out of the GC; the loop
+# calls it directly for the handles it keeps out of the GC altogether.
+cdef int traverse_handle(PyObject* obj, visitproc visit, void* arg) noexcept

@@ -23,6 +23,12 @@ cdef extern from "Python.h":
     PyObject* PyMethod_GET_FUNCTION(object)
     bint PyCoro_CheckExact(object)
     object PyContext_CopyCurrent()
+    Py_ssize_t Py_REFCNT(PyObject*)
+    int PyObject_GC_IsTracked(PyObject*)
+    ctypedef int (*traverseproc)(PyObject*, visitproc, void*) noexcept
+    ctypedef struct TypeSlots "PyTypeObject":
+        traverseproc tp_traverse
+    TypeSlots* Py_TYPE(PyObject*)
     int PyContext_Enter(object) except -1
     int PyContext_Exit(object) except -1
 
@@ -245,3 +251,31 @@ cdef TimerHandle new_timer(double when, object callback, tuple args, LoopBase lo
     timer.deadline = when
     _fill(timer, callback, args, loop, context)
     return timer
+
+
+# ---------------------------------------------------------------- GC support
+
+cdef inline int _visit_field(PyObject* field, visitproc visit, void* arg) noexcept:
+    if field != <PyObject*>None and Py_REFCNT(field) == 1 and not PyObject_GC_IsTracked(field):
+        # Kept out of the GC by the loop and held by this handle alone:
+        # report what it references, as if it were part of the handle.
+        return Py_TYPE(field).tp_traverse(field, visit, arg)
+    return 0
+
+
+cdef traverseproc _generated_traverse = (<TypeSlots*>Handle).tp_traverse
+
+
+cdef int traverse_handle(PyObject* obj, visitproc visit, void* arg) noexcept:
+    # The generated traverse visits every field; the GC ignores the ones the
+    # loop untracked, so look inside those here.
+    cdef int r = _generated_traverse(obj, visit, arg)
+    if r == 0:
+        r = _visit_field(<PyObject*>(<Handle>obj)._args, visit, arg)
+    if r == 0:
+        r = _visit_field(<PyObject*>(<Handle>obj)._context, visit, arg)
+    return r
+
+
+(<TypeSlots*>Handle).tp_traverse = traverse_handle
+(<TypeSlots*>TimerHandle).tp_traverse = traverse_handle
