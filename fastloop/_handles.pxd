@@ -21,7 +21,6 @@ cdef class Handle:
     cdef public object _source_traceback
     cdef public object _repr
     cdef bint own_context               # _context is a copy made for this handle alone
-    cdef dict __dict__                  # tests and libraries set attributes on handles
     cdef object __weakref__
 
     # Runs the callback in its context. Returns -1 only for an exception that
