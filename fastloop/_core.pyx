@@ -72,6 +72,7 @@ cdef Py_ssize_t MIN_SCHEDULED_TIMER_HANDLES = 100
 cdef object _format_handle = _base_events._format_handle
 cdef object _base_create_task = _base_events.BaseEventLoop.create_task
 cdef tuple _KW_LOOP = ("loop",)
+cdef bint _RUNNING_LOOP_LOOKUP_IS_CHEAP = sys.version_info >= (3, 12)
 cdef tuple _KW_LOOP_NAME_CONTEXT = ("loop", "name", "context")
 cdef object _get_asyncgen_hooks = sys.get_asyncgen_hooks
 cdef object _set_asyncgen_hooks = sys.set_asyncgen_hooks
@@ -650,10 +651,12 @@ cdef class LoopCore(LoopBase):
         return fl_monotonic()
 
     cdef inline bint is_current(self) noexcept:
-        # True when this loop is the running loop of the calling thread: then
-        # Future() and Task() find it without being given loop=, a keyword
-        # argument that would cost them a dict per call.
-        return self.running and PyThread_get_thread_ident() == self.thread_ident
+        # True when Future() and Task() would find this loop by themselves:
+        # it is the running loop of the calling thread. Not passing loop=
+        # saves them a keyword dict per call. Before 3.12 their running-loop
+        # lookup costs a getpid() system call, far more than the dict.
+        return (_RUNNING_LOOP_LOOKUP_IS_CHEAP and self.running
+                and PyThread_get_thread_ident() == self.thread_ident)
 
     def create_future(self):
         """Create a Future attached to this loop."""
