@@ -111,8 +111,9 @@ cdef inline bint timer_before(TimerEntry* a, TimerEntry* b):
 # the end of this module, reports what it references). When the loop lets go
 # of a handle, release_handle() puts the context back under the GC (a Context
 # must be tracked when it dies), and the handle and tuple too if somebody else
-# still holds them. A queued handle that somebody else holds (asyncio.sleep()
-# keeps its timer) is tracked right after the first collection that sees it.
+# still holds them. A queued handle that somebody else also holds
+# (asyncio.sleep() keeps its timer) is tracked by the gc.callbacks hook at the
+# end of this module before the next full collection.
 
 cdef inline void adopt(Handle handle) noexcept:
     PyObject_GC_UnTrack(<PyObject*>handle)

@@ -100,12 +100,15 @@ _CURRENT = [None]     # id of the test currently running
 _RAN = set()          # ids of tests during which a chosen loop was run
 _CREATED = set()      # ids of tests during which a chosen loop was created
 _SUPPRESS = [0]       # >0 while harness code (not the test) runs a loop
+_ON_FIRST_RUN = [None]  # callback(test_id) when a test first runs a loop
 
 
 def _mark(kind):
     tid = _CURRENT[0]
-    if tid is not None and not _SUPPRESS[0]:
+    if tid is not None and not _SUPPRESS[0] and tid not in kind:
         kind.add(tid)
+        if kind is _RAN and _ON_FIRST_RUN[0] is not None:
+            _ON_FIRST_RUN[0](tid)
 
 
 def _resolve_loop(name):
@@ -149,6 +152,19 @@ def install_loop(name):
                 _mark(_RAN)
                 return super().run_until_complete(*args, **kwargs)
 
+            # Remember whether the default executor may exist, so that the
+            # harness' close_loop() only runs shutdown_default_executor()
+            # when upstream's version (which reads loop._default_executor)
+            # would.
+            def run_in_executor(self, executor, *args, **kwargs):
+                if executor is None:
+                    self._conformance_executor_used = True
+                return super().run_in_executor(executor, *args, **kwargs)
+
+            def set_default_executor(self, executor):
+                self._conformance_executor_used = True
+                return super().set_default_executor(executor)
+
         TrackedLoop.__name__ = loop_base.__name__
         TrackedLoop.__qualname__ = loop_base.__qualname__
         TrackedLoop.__module__ = loop_base.__module__
@@ -182,9 +198,10 @@ def install_loop(name):
         # set_event_loop_policy(None) (done by every test module's
         # tearDownModule and by test_runners) re-creates the default policy
         # via `from asyncio import DefaultEventLoopPolicy`: make that ours.
-        asyncio.DefaultEventLoopPolicy = TrackingPolicy
-        if hasattr(asyncio, "_DefaultEventLoopPolicy"):
-            asyncio._DefaultEventLoopPolicy = TrackingPolicy
+        for mod in (asyncio, getattr(asyncio, "unix_events", None)):
+            for attr in ("DefaultEventLoopPolicy", "_DefaultEventLoopPolicy"):
+                if mod is not None and attr in vars(mod):
+                    setattr(mod, attr, TrackingPolicy)
         asyncio.set_event_loop_policy(TrackingPolicy())
     return new_loop, loop_class
 
@@ -230,7 +247,9 @@ def install_adapters(new_loop, loop_class, enable):
                             loop.shutdown_default_executor())
                     else:
                         loop._default_executor.shutdown(wait=True)
-            elif not loop.is_closed() and not loop.is_running():
+            elif (not loop.is_closed() and not loop.is_running() and (
+                    getattr(loop, "_conformance_executor_used", False) or
+                    getattr(loop, "_default_executor", None) is not None)):
                 loop.run_until_complete(loop.shutdown_default_executor())
             loop.close()
         finally:
@@ -363,15 +382,42 @@ def worker_main(args):
     import unittest
 
     faulthandler.enable(file=sys.__stderr__, all_threads=True)
+
+    # Die with the parent runner (it may be killed by a CI timeout): the
+    # worker runs in its own session, so nothing else would stop it.
+    import threading
+    parent = os.getppid()
+
+    def watch_parent():
+        while True:
+            time.sleep(1.0)
+            if os.getppid() != parent:
+                os._exit(3)
+    threading.Thread(target=watch_parent, daemon=True,
+                     name="conformance-parent-watch").start()
     events = open(args.events, "a", buffering=1, encoding="utf-8")
 
+    lock = threading.Lock()
+
     def emit(**kw):
-        events.write(json.dumps(kw) + "\n")
+        line = json.dumps(kw) + "\n"
+        with lock:   # loops may run in other threads
+            events.write(line)
+
+    # Lets the parent know a test used the loop even if it then hangs or
+    # crashes the worker.
+    _ON_FIRST_RUN[0] = lambda tid: emit(event="ran", id=tid)
 
     only = set(json.load(open(args.only))) if args.only else None
     exclude = set(json.load(open(args.exclude))) if args.exclude else set()
 
     try:
+        from test import support
+        # Upstream waits up to support.SHORT_TIMEOUT (30 s) for events that
+        # take milliseconds; a loop that misses them would make every such
+        # test take 30 s.  Set before test.test_asyncio.utils is imported
+        # (run_until() binds it as a default argument).
+        support.SHORT_TIMEOUT = min(support.SHORT_TIMEOUT, args.short_timeout)
         new_loop, loop_class = install_loop(args.loop)
         install_adapters(new_loop, loop_class, not args.no_adapters)
         suite = build_suite(args.module, new_loop)
@@ -474,7 +520,30 @@ def worker_main(args):
                                                      self._fmt(test, err)))
 
     result = Recorder()
-    unittest.TestSuite(tests).run(result)
+
+    def guard(test):
+        # Some TestCase.run() implementations (IsolatedAsyncioTestCase on
+        # 3.10/3.11 creates its loop before startTest) can raise out of the
+        # suite when the loop misbehaves; record that as the test's error
+        # instead of losing the rest of the module.
+        orig_run = test.run
+
+        def run(result=None):
+            try:
+                return orig_run(result)
+            except (KeyboardInterrupt, SystemExit):
+                raise
+            except BaseException:
+                exc = sys.exc_info()
+                if result._cur is None or result._cur["id"] != \
+                        short_id(test.id()):
+                    result.startTest(test)
+                result.addError(test, exc)
+                result.stopTest(test)
+        test.run = run
+        return test
+
+    unittest.TestSuite([guard(t) for t in tests]).run(result)
     emit(event="done")
     events.flush()
     # Threads leaked by a broken loop must not keep the worker alive.
@@ -493,6 +562,17 @@ def available_modules(python):
     out = subprocess.run([python, "-c", code], capture_output=True, text=True,
                          check=True).stdout
     return json.loads(out)
+
+
+_LIVE = set()          # worker processes running now
+_STOPPING = [False]    # set on Ctrl-C: no new workers
+
+
+def _kill_all_workers():
+    _STOPPING[0] = True
+    for proc in list(_LIVE):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGKILL)
 
 
 class Job:
@@ -515,7 +595,8 @@ class Job:
         open(events, "w").close()
         cmd = [self.opts.python, SCRIPT, "--worker", "--module", self.module,
                "--loop", self.loop, "--events", events,
-               "--test-timeout", str(self.opts.test_timeout)]
+               "--test-timeout", str(self.opts.test_timeout),
+               "--short-timeout", str(self.opts.short_timeout)]
         if self.opts.no_adapters:
             cmd.append("--no-adapters")
         for p in self.opts.pattern or ():
@@ -540,7 +621,7 @@ class Job:
         with tempfile.TemporaryDirectory(prefix="cpy-asyncio-") as tmpdir:
             exclude = set()
             attempt = 0
-            while True:
+            while not _STOPPING[0]:
                 cmd, events_path, log_path = self._spawn(tmpdir, exclude,
                                                          attempt)
                 timed_out = False
@@ -549,17 +630,23 @@ class Job:
                         cmd, stdout=logf, stderr=subprocess.STDOUT,
                         stdin=subprocess.DEVNULL, env=self.opts.env,
                         start_new_session=True)
+                    _LIVE.add(proc)
                     try:
                         proc.wait(timeout=max(1.0, deadline - time.monotonic()))
                     except subprocess.TimeoutExpired:
                         timed_out = True
+                        # The whole group: subprocess tests spawn children.
                         with contextlib.suppress(ProcessLookupError):
                             os.killpg(proc.pid, signal.SIGKILL)
                         proc.wait()
+                    finally:
+                        _LIVE.discard(proc)
+                if _STOPPING[0]:
+                    break
                 with open(log_path, errors="replace") as f:
                     log_text = f.read()
                 self.log_tail = log_text[-4000:]
-                started, done = None, False
+                started, started_on_loop, done = None, False, False
                 with open(events_path, encoding="utf-8") as f:
                     for line in f:
                         try:
@@ -569,6 +656,9 @@ class Job:
                         kind = ev["event"]
                         if kind == "start":
                             started = ev["id"]
+                            started_on_loop = False
+                        elif kind == "ran" and ev["id"] == started:
+                            started_on_loop = True
                         elif kind == "end":
                             if ev["id"] not in self.results:
                                 self.order.append(ev["id"])
@@ -594,7 +684,8 @@ class Job:
                     why = "hung: per-test timeout (%ss)" % self.opts.test_timeout
                 self.order.append(started)
                 self.results[started] = {
-                    "id": started, "outcome": CRASH, "on_loop": False,
+                    "id": started, "outcome": CRASH,
+                    "on_loop": started_on_loop,
                     "detail": "%s while running this test; worker output "
                               "tail:\n%s" % (why, log_text[-5000:]),
                     "duration": None}
@@ -614,8 +705,14 @@ class Job:
 
 
 def run_jobs(jobs, parallel):
-    with concurrent.futures.ThreadPoolExecutor(max_workers=parallel) as ex:
+    ex = concurrent.futures.ThreadPoolExecutor(max_workers=parallel)
+    try:
         return list(ex.map(lambda j: j.run(), jobs))
+    except BaseException:   # Ctrl-C: do not leave workers behind
+        _kill_all_workers()
+        raise
+    finally:
+        ex.shutdown(wait=True)
 
 
 def is_failure(rec):
@@ -645,6 +742,10 @@ def main(argv=None):
                     help="per-test watchdog in seconds (default 60)")
     ap.add_argument("--module-timeout", type=float, default=240.0,
                     help="per-module wall clock limit in seconds (default 240)")
+    ap.add_argument("--short-timeout", type=float, default=10.0,
+                    help="cap for test.support.SHORT_TIMEOUT, upstream's wait "
+                         "for things that should happen at once (default 10; "
+                         "upstream 30)")
     ap.add_argument("--max-restarts", type=int, default=5,
                     help="worker restarts per module after crash/hang")
     ap.add_argument("--no-adapters", action="store_true",
@@ -675,6 +776,11 @@ def main(argv=None):
 
     if opts.worker:
         return worker_main(opts)
+
+    def on_sigterm(signum, frame):
+        _kill_all_workers()
+        raise SystemExit(128 + signum)
+    signal.signal(signal.SIGTERM, on_sigterm)
 
     sys.path.insert(0, HERE)
     import expected_failures as xf_mod
@@ -719,13 +825,30 @@ def main(argv=None):
     expected = xf_mod.expected_failures(loop_key, py_version)
     skips = xf_mod.skipped_tests(loop_key, py_version)
 
-    def expected_reason(sid):
-        if sid in expected:
-            return expected[sid]
-        for pat, reason in expected.items():
-            if any(c in pat for c in "*?[") and fnmatch.fnmatchcase(sid, pat):
-                return reason
-        return None
+    def expected_entry(sid):
+        """(reason, required text in the traceback or None), or None."""
+        entry = expected.get(sid)
+        if entry is None:
+            for pat, e in expected.items():
+                if any(c in pat for c in "*?[") and \
+                        fnmatch.fnmatchcase(sid, pat):
+                    entry = e
+                    break
+        if entry is None:
+            return None
+        return entry if isinstance(entry, tuple) else (entry, None)
+
+    def expected_reason(sid, rec=None):
+        """Why `sid` may fail; with `rec`, only if its failure is the
+        expected kind (e.g. NYI entries must fail with
+        NotImplementedError, so they do not hide later bugs)."""
+        entry = expected_entry(sid)
+        if entry is None:
+            return None
+        reason, must = entry
+        if rec is not None and must and must not in (rec.get("detail") or ""):
+            return None
+        return reason
 
     print("CPython test_asyncio conformance: loop=%s python=%s (%s) "
           "poller=%s jobs=%d" % (
@@ -748,7 +871,7 @@ def main(argv=None):
                        if rec.get("skip_list")}
 
     candidates = [sid for sid, rec in records.items()
-                  if is_failure(rec) and expected_reason(sid) is None]
+                  if is_failure(rec) and expected_reason(sid, rec) is None]
 
     retry = {}
     baseline = {}
@@ -776,6 +899,13 @@ def main(argv=None):
     for sid, rec in records.items():
         reason = expected_reason(sid)
         if is_failure(rec):
+            if reason is not None and expected_reason(sid, rec) is None:
+                # Listed, but failing differently than the entry says.
+                rec = dict(rec, detail="(in expected_failures.py as %r, "
+                           "but the failure lacks %r)\n%s" % (
+                               reason, expected_entry(sid)[1],
+                               rec.get("detail", "")))
+                reason = None
             if reason is not None:
                 xfailed[sid] = reason
             elif sid in baseline and is_failure(baseline[sid]):
@@ -784,7 +914,10 @@ def main(argv=None):
                 flaky[sid] = rec
             else:
                 unexpected[sid] = rec
-        elif rec["outcome"] == PASS and reason is not None:
+        elif rec["outcome"] == PASS and reason is not None and \
+                rec.get("on_loop"):
+            # (A listed test that passed without running the loop, e.g.
+            # with --no-adapters, says nothing about the entry.)
             xpassed[sid] = reason
     # The stdlib baseline itself is the reference: nothing is unexpected
     # except failures (which are reported as "fails on stdlib too").
@@ -839,10 +972,15 @@ def main(argv=None):
     print("%-24s %5d " % ("TOTAL", totals["tests"]) + " ".join(
         "%7d" % totals[k] for k in cols) + "  %5.1fs" % (
             time.monotonic() - t_start))
+    created_only = sum(1 for r in records.values() if r["outcome"] != SKIP
+                       and not r.get("on_loop") and r.get("created"))
+    print("notloop: %d test(s) never created a %s loop, %d created one but "
+          "never ran it (-v lists them)" % (totals["notloop"] - created_only,
+                                            loop_key, created_only))
     notloop_fail = [s for s in unexpected if not records[s].get("on_loop")]
-    print("(fail/error columns include only on-loop tests; %d not-on-loop "
-          "test(s) also failed and are listed below)" % len(notloop_fail)
-          if notloop_fail else "")
+    if notloop_fail:
+        print("(fail/error columns include only on-loop tests; %d not-on-loop "
+              "test(s) also failed and are listed below)" % len(notloop_fail))
 
     module_errors = {j.module: j.module_error for j in jobs if j.module_error}
     for m, err in module_errors.items():
@@ -855,7 +993,8 @@ def main(argv=None):
               and not r.get("on_loop") and s not in xpassed]
         print("\nNot-on-loop tests (%d):" % len(nl))
         for s in nl:
-            print("  " + s)
+            print("  %s%s" % (s, "  (created a %s loop, never ran it)" % (
+                loop_key) if records[s].get("created") else ""))
 
     if skipped_by_list:
         print("\nSkipped by the runner's skip list (%d):" % len(skipped_by_list))
@@ -879,11 +1018,13 @@ def main(argv=None):
     unused = [p for p in expected if not any(
         p == s or fnmatch.fnmatchcase(s, p) for s in records)]
     if unused and not opts.pattern and not opts.modules:
-        print("\nExpected-failure entries matching no test in this run "
-              "(%d; fine if they are for another Python version):" %
-              len(unused))
-        for p in sorted(unused):
-            print("  " + p)
+        print("\n%d expected-failure entr%s matched no test in this run "
+              "(fine if for another Python version%s)" % (
+                  len(unused), "y" if len(unused) == 1 else "ies",
+                  "" if opts.verbose else "; -v lists them"))
+        if opts.verbose:
+            for p in sorted(unused):
+                print("  " + p)
 
     if unexpected:
         print("\nUNEXPECTED FAILURES (%d):" % len(unexpected))
@@ -893,7 +1034,9 @@ def main(argv=None):
             print("  %s  %s%s  [%s]" % (s, rec["outcome"].upper(), tag,
                                          _first_line(rec)))
             if opts.verbose:
-                print(_indent(rec.get("detail", "")[-3000:], "      "))
+                tb = "\n".join(ln for ln in rec.get("detail", "").splitlines()
+                               if ln.strip(" ^~"))
+                print(_indent(tb[-3000:], "      "))
     print("\nSummary: %d tests, %d on-loop passed, %d expected failures, "
           "%d skipped, %d not-on-loop, %d fail on stdlib too, %d flaky, "
           "%d xpass, %d UNEXPECTED" % (
@@ -944,4 +1087,8 @@ def _indent(text, prefix="    "):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:
+        sys.stderr.write("interrupted\n")
+        sys.exit(130)
