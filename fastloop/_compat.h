@@ -54,4 +54,30 @@ static inline double fl_monotonic(void) {
     return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
 
+/* Read access to CPython's Context objects, for sharing one copy of the
+ * current context among callbacks (see _handles.pyx). The layout has been the
+ * same from Python 3.7 through 3.14; fastloop._handles checks it at import and
+ * falls back to a copy per callback if it ever differs. */
+typedef struct {
+    PyObject_HEAD
+    PyObject *ctx_prev;
+    PyObject *ctx_vars;          /* an immutable mapping: replaced, never mutated */
+    PyObject *ctx_weakreflist;
+    int ctx_entered;
+} fl_context_layout;
+
+static inline PyObject *fl_current_context(void) {       /* borrowed, may be NULL */
+    return PyThreadState_Get()->context;
+}
+static inline PyObject *fl_context_vars(PyObject *ctx) {  /* borrowed */
+    return ((fl_context_layout *)ctx)->ctx_vars;
+}
+static inline int fl_context_entered(PyObject *ctx) {
+    return ((fl_context_layout *)ctx)->ctx_entered;
+}
+static inline void fl_context_set_vars(PyObject *ctx, PyObject *vars) {
+    Py_INCREF(vars);
+    Py_SETREF(((fl_context_layout *)ctx)->ctx_vars, vars);
+}
+
 #endif

@@ -10,6 +10,10 @@ cdef class LoopBase:
     # a Python-level call: the core's LoopCore subclasses it.
     cdef public bint _debug
     cdef Py_ssize_t timers_cancelled   # scheduled TimerHandles that were cancelled
+    # A copy of the current context that callbacks scheduled without a context
+    # share while the variables they would see stay the same (see _handles.pyx).
+    cdef object context_cache
+    cdef object context_cache_vars     # the variables context_cache was made with
 
 
 cdef class Handle:
@@ -21,6 +25,8 @@ cdef class Handle:
     cdef public object _source_traceback
     cdef public object _repr
     cdef bint own_context               # _context is a copy made for this handle alone
+    cdef bint shared_context            # _context is the loop's context_cache...
+    cdef object context_vars            # ...and these are the variables it had then
     cdef object __weakref__
 
     # Runs the callback in its context. Returns -1 only for an exception that
@@ -28,6 +34,8 @@ cdef class Handle:
     # to the loop's exception handler.
     cdef int run(self) except -1
     cdef _report(self, exc)
+    cdef _keep_context_changes(self, object vars_before)
+    cdef _unshare_context(self)
 
 
 cdef class TimerHandle(Handle):
@@ -36,7 +44,8 @@ cdef class TimerHandle(Handle):
 
 
 # Fast constructors for the loop (no argument parsing, free list). When no
-# context is given they copy the current one and set own_context.
+# context is given they use the loop's shared copy of the current context
+# (shared_context), or a copy of their own (own_context).
 cdef Handle new_handle(object callback, tuple args, LoopBase loop, object context)
 cdef TimerHandle new_timer(double when, object callback, tuple args, LoopBase loop,
                            object context)

@@ -31,6 +31,14 @@ cdef extern from "Python.h":
     TypeSlots* Py_TYPE(PyObject*)
     int PyContext_Enter(object) except -1
     int PyContext_Exit(object) except -1
+    object PyContext_New()
+
+
+cdef extern from "_compat.h":
+    PyObject* fl_current_context()
+    PyObject* fl_context_vars(PyObject* ctx)
+    int fl_context_entered(PyObject* ctx)
+    void fl_context_set_vars(PyObject* ctx, PyObject* vars)
 
 
 # asyncio's callback formatter grew a keyword-only `debug` argument (3.12.x/3.13).
@@ -100,8 +108,18 @@ cdef class Handle:
     cdef int run(self) except -1:
         cdef object callback = self._callback
         cdef tuple args = self._args
-        cdef object context = self._context
+        cdef object context
+        cdef object vars_before = None
         cdef bint entered = False
+        if self.shared_context:
+            if (fl_context_entered(<PyObject*>self._context)
+                    or fl_context_vars(<PyObject*>self._context) != <PyObject*>self.context_vars):
+                # Run from inside a callback that shares the context (or the
+                # shared copy was changed through handle._context).
+                self._unshare_context()
+            else:
+                vars_before = self.context_vars
+        context = self._context
         try:
             PyContext_Enter(context)
             entered = True
@@ -114,12 +132,40 @@ cdef class Handle:
         except BaseException as exc:
             if entered:
                 PyContext_Exit(context)
+            if vars_before is not None:
+                self._keep_context_changes(vars_before)
             if isinstance(exc, (KeyboardInterrupt, SystemExit)):
                 raise
             self._report(exc)
             return 0
         PyContext_Exit(context)
+        if vars_before is not None and fl_context_vars(<PyObject*>context) != <PyObject*>vars_before:
+            self._keep_context_changes(vars_before)
         return 0
+
+    cdef _keep_context_changes(self, object vars_before):
+        # The callback changed variables in the context it shares. asyncio
+        # would have run it in a copy of its own: give it one now, holding its
+        # changes, and restore the shared context for the others.
+        cdef object shared = self._context
+        cdef object own
+        if fl_context_vars(<PyObject*>shared) == <PyObject*>vars_before:
+            return
+        own = PyContext_New()
+        fl_context_set_vars(<PyObject*>own, fl_context_vars(<PyObject*>shared))
+        fl_context_set_vars(<PyObject*>shared, <PyObject*>vars_before)
+        self._context = own
+        self.shared_context = False
+        self.context_vars = None
+
+    cdef _unshare_context(self):
+        # A context of its own, with the variables the shared one had when
+        # this handle was scheduled.
+        cdef object own = PyContext_New()
+        fl_context_set_vars(<PyObject*>own, <PyObject*>self.context_vars)
+        self._context = own
+        self.shared_context = False
+        self.context_vars = None
 
     cdef _report(self, exc):
         cb = _format_callback(self._callback, self._args, _loop_debug(self._loop))
@@ -149,6 +195,10 @@ cdef class Handle:
         return self._cancelled
 
     def get_context(self):
+        if self.shared_context:
+            # Whoever gets the context may change it: it must be this
+            # handle's alone, as in asyncio.
+            self._unshare_context()
         return self._context
 
     def _repr_info(self):
@@ -229,14 +279,67 @@ cdef inline void _fill(Handle handle, object callback, tuple args, LoopBase loop
     handle._callback = callback
     handle._args = args
     handle._loop = loop
-    if context is None:
+    if context is not None:
+        handle._context = context
+    elif _CONTEXT_SHARING and fl_current_context() != NULL:
+        handle._context = _shared_copy_of_current_context(loop)
+        handle.context_vars = loop.context_cache_vars
+        handle.shared_context = True
+    else:
         handle._context = PyContext_CopyCurrent()
         handle.own_context = True
-    else:
-        handle._context = context
     if loop._debug:
         # Called from C: frame 0 is the Python code that scheduled the callback.
         handle._source_traceback = _extract_stack(_getframe(0))
+
+
+# Sharing one copy of the current context.
+#
+# asyncio copies the current context for every callback scheduled without
+# one. A copy is a new object wrapping the same immutable mapping of variables,
+# so as long as the current context's mapping is the same object, a copy made
+# earlier is as good as a new one: the loop keeps one (context_cache) and hands
+# it to every such callback. What a copy per callback guarantees is kept: a
+# callback that changes variables gets a context of its own holding its
+# changes (Handle._keep_context_changes), and so does anyone who asks a handle
+# for its context (get_context()).
+
+cdef object _shared_copy_of_current_context(LoopBase loop):
+    cdef PyObject* current_vars = fl_context_vars(fl_current_context())
+    cdef object cache = loop.context_cache
+    if (cache is None or <PyObject*>loop.context_cache_vars != current_vars
+            or fl_context_vars(<PyObject*>cache) != current_vars):
+        cache = PyContext_CopyCurrent()
+        loop.context_cache_vars = <object>current_vars
+        loop.context_cache = cache
+    return cache
+
+
+def _context_layout_matches():
+    """Check _compat.h's view of Context objects against this interpreter."""
+    import contextvars
+    var = contextvars.ContextVar("fastloop-probe")
+    ctx = contextvars.copy_context()
+    ptr = <PyObject*>ctx
+    vars_before = <object>fl_context_vars(ptr)
+
+    def inside():
+        var.set(1)
+        return (fl_current_context() == ptr and fl_context_entered(ptr) == 1
+                and fl_context_vars(ptr) != <PyObject*>vars_before)
+
+    if fl_context_entered(ptr) != 0 or not ctx.run(inside):
+        return False
+    copy = ctx.copy()
+    if fl_context_entered(ptr) != 0 or fl_context_vars(<PyObject*>copy) != fl_context_vars(ptr):
+        return False
+    fl_context_set_vars(ptr, <PyObject*>vars_before)
+    return var not in ctx
+
+
+# Free-threaded builds could race on the shared copy: they always copy.
+cdef bint _CONTEXT_SHARING = (getattr(sys, "_is_gil_enabled", lambda: True)()
+                              and _context_layout_matches())
 
 
 cdef Handle new_handle(object callback, tuple args, LoopBase loop, object context):

@@ -85,3 +85,6 @@ def no_fd_leak(request):
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "allow_fd_change: skip the fd leak check")
+    config.addinivalue_line(
+        "markers", "cpython_suite: CPython's test_asyncio on fastloop (slow); "
+                   "deselect with -m 'not cpython_suite'")

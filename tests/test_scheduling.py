@@ -191,6 +191,109 @@ def test_handle_get_context(loop, is_fastloop):
     t.cancel()
 
 
+def test_each_callback_gets_its_own_copy_of_the_context(loop):
+    # Callbacks scheduled in the same context must not see each other's
+    # changes, whichever of them runs first, and even when one fails.
+    seen = []
+
+    def change(value):
+        seen.append(("change sees", VAR.get()))
+        VAR.set(value)
+
+    def fail():
+        VAR.set("set before failing")
+        raise ValueError("boom")
+
+    loop.set_exception_handler(lambda l, c: seen.append(("error", type(c["exception"]).__name__)))
+    VAR.set("outer")
+    try:
+        h1 = loop.call_soon(change, "first")
+        h2 = loop.call_soon(fail)
+        h3 = loop.call_soon(change, "third")
+        h4 = loop.call_later(0, lambda: seen.append(("timer sees", VAR.get())))
+        h5 = loop.call_soon(lambda: seen.append(("last sees", VAR.get())))
+        run_iterations(loop, 2)
+    finally:
+        VAR.set("unset")
+    assert seen == [("change sees", "outer"), ("error", "ValueError"),
+                    ("change sees", "outer"), ("last sees", "outer"),
+                    ("timer sees", "outer")]
+    if hasattr(h1, "get_context"):    # asyncio.Handle has it from 3.12 on
+        assert h1.get_context()[VAR] == "first"
+        assert h2.get_context()[VAR] == "set before failing"
+        assert h3.get_context()[VAR] == "third"
+        assert h4.get_context()[VAR] == "outer"
+        assert h5.get_context()[VAR] == "outer"
+
+
+def test_changes_through_get_context_stay_with_that_handle(loop):
+    if not hasattr(loop.call_soon(lambda: None), "get_context"):
+        pytest.skip("Handle.get_context() is new in Python 3.12")
+    seen = []
+    h1 = loop.call_soon(lambda: seen.append(VAR.get()))
+    h2 = loop.call_soon(lambda: seen.append(VAR.get()))
+    h1.get_context().run(VAR.set, "via get_context")
+    run_iterations(loop, 2)
+    assert seen[-2:] == ["via get_context", "unset"]
+    assert h2.get_context().get(VAR) is None or h2.get_context()[VAR] == "unset"
+
+
+def test_callback_scheduled_after_a_change_sees_the_change(loop):
+    seen = []
+
+    def first():
+        VAR.set("changed in first")
+        loop.call_soon(lambda: seen.append(VAR.get()))
+
+    loop.call_soon(first)
+    loop.call_soon(lambda: seen.append(VAR.get()))
+    run_iterations(loop, 2)
+    assert seen == ["unset", "changed in first"]
+
+
+def test_handle_run_directly_from_a_callback_of_the_same_context(loop):
+    # Two handles scheduled from the same context; the first runs the second
+    # synchronously (as some tests do): both must run, each in its own copy.
+    seen = []
+    later = []
+
+    def outer():
+        VAR.set("outer changed")
+        later[0]._run()
+        seen.append(("outer", VAR.get()))
+
+    def inner():
+        seen.append(("inner", VAR.get()))
+        VAR.set("inner changed")
+
+    loop.call_soon(outer)
+    later.append(loop.call_soon(inner))
+    later[0].cancel()      # ran by hand only
+    later[0] = loop.call_soon(inner)
+    errors = []
+    loop.set_exception_handler(lambda l, c: errors.append(c))
+    run_iterations(loop, 1)
+    assert errors == []
+    assert seen[:2] == [("inner", "unset"), ("outer", "outer changed")]
+
+
+def test_threadsafe_callback_sees_the_scheduling_threads_context(loop):
+    import threading
+    seen = []
+
+    def producer():
+        VAR.set("from thread")
+        loop.call_soon_threadsafe(lambda: seen.append(VAR.get()))
+        loop.call_soon_threadsafe(loop.stop)
+
+    loop.call_soon(lambda: seen.append(VAR.get()))
+    thread = threading.Thread(target=producer)
+    thread.start()
+    thread.join()
+    loop.run_forever()
+    assert seen == ["unset", "from thread"]
+
+
 # ---------------------------------------------------------------------- timers
 
 def test_timers_run_in_deadline_order(loop):

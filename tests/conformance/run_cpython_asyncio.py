@@ -68,9 +68,11 @@ MODULES = [
     "test_pep492",
     "test_futures2",
     "test_context",
-    # Not in the original brief, but it tests public loop behaviour
-    # (loop.set_task_factory(asyncio.eager_task_factory), 3.12+).
+    # Not in the original brief, but they test public loop behaviour:
+    # loop.set_task_factory(asyncio.eager_task_factory) (3.12+), and
+    # asyncio.to_thread() (run_in_executor, context propagation).
     "test_eager_task_factory",
+    "test_threads",
 ]
 
 KNOWN_LOOPS = ("fastloop", "uvloop", "asyncio")
@@ -324,7 +326,7 @@ def install_adapters(new_loop, loop_class, enable):
                 await orig_shutdown_asyncgens()
             loop.shutdown_asyncgens = shutdown_asyncgens
             return loop
-        if loop_class is not None and hasattr(test_runners, "BaseTest"):
+        if hasattr(test_runners, "BaseTest"):
             test_runners.BaseTest.new_loop = runners_new_loop
 
 
@@ -821,6 +823,11 @@ def main(argv=None):
     if opts.list_modules:
         print("\n".join(modules))
         return 0
+    if not modules:
+        print("error: no test.test_asyncio modules to run with %s (is "
+              "CPython's test suite installed? Debian/Ubuntu ship it as "
+              "libpython3.X-testsuite)" % opts.python)
+        return 2
 
     expected = xf_mod.expected_failures(loop_key, py_version)
     skips = xf_mod.skipped_tests(loop_key, py_version)
