@@ -12,7 +12,6 @@ Anything scheduled while 2-4 run waits for the next iteration. asyncio gets
 this order by appending I/O handles and due timers behind the ready callbacks
 and running that many; here I/O is dispatched straight from the poll result.
 """
-cimport cython
 from cpython.object cimport PyObject
 from cpython.ref cimport Py_INCREF, Py_DECREF, Py_XDECREF
 from cpython.tuple cimport PyTuple_GET_SIZE
@@ -20,13 +19,13 @@ from libc.stdlib cimport malloc, realloc, free
 from libc.string cimport memset
 from libc.math cimport ceil
 from libc.stdint cimport uint64_t
-from libc.errno cimport errno, EINTR
+from libc.errno cimport errno
 from posix.unistd cimport read, write, close as close_fd, pipe
 from posix.fcntl cimport fcntl, F_GETFL, F_SETFL, F_SETFD, FD_CLOEXEC, O_NONBLOCK
 
 from fastloop._handles cimport (LoopBase, Handle, TimerHandle, new_handle,
                                 new_timer, check_callback, traverse_handle, visitproc)
-from fastloop._poller cimport Poller, new_poller, READABLE, WRITABLE
+from fastloop._poller cimport new_poller, READABLE, WRITABLE
 
 import gc
 import os

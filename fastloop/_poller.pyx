@@ -4,8 +4,8 @@ Both present the small interface declared in _poller.pxd. Which one a loop
 uses is chosen by new_poller(): by name, or by default the best the platform
 has. Both are level-triggered, like the selectors module asyncio uses.
 """
-from libc.stdlib cimport malloc, realloc, free
-from libc.errno cimport errno, EINTR, EEXIST, ENOENT, EBADF, EPERM
+from libc.stdlib cimport realloc, free
+from libc.errno cimport errno, EINTR, EEXIST, ENOENT, EBADF
 from posix.unistd cimport close as close_fd
 
 cdef extern from "Python.h":

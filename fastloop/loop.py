@@ -7,7 +7,6 @@ async generator hooks), Loop uses that very code rather than a copy of it:
 behaviour then matches the running Python version exactly.
 """
 import asyncio
-import concurrent.futures
 import sys
 import threading
 import warnings
