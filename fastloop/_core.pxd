@@ -66,14 +66,14 @@ cdef class LoopCore(LoopBase):
     # internal steps
     cdef int open_wakeup(self) except -1
     cdef close_wakeup(self)
-    cdef wake(self)
+    cdef void wake(self) noexcept
     cdef drain_wakeup(self)
     cdef after_fork(self)
     cdef PyObject* pop_ready(self) noexcept
     cdef int push_timer(self, TimerHandle timer) except -1
     cdef void sift_down(self, Py_ssize_t i) noexcept
     cdef PyObject* pop_timer(self) noexcept
-    cdef purge_cancelled_timers(self)
+    cdef int purge_cancelled_timers(self) except -1
     cdef int move_due_timers(self) except -1
     cdef int collect_io(self, int nevents) except -1
     cdef int poll_timeout_ms(self) noexcept

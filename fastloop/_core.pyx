@@ -12,7 +12,7 @@ Anything scheduled while 2-4 run waits for the next iteration. asyncio gets
 this order by appending I/O handles and due timers behind the ready callbacks
 and running that many; here I/O is dispatched straight from the poll result.
 """
-from cpython.object cimport PyObject
+from cpython.object cimport PyObject, PyTypeObject
 from cpython.ref cimport Py_INCREF, Py_DECREF, Py_XDECREF
 from cpython.tuple cimport PyTuple_GET_SIZE
 from libc.stdlib cimport malloc, realloc, free
@@ -52,6 +52,12 @@ cdef extern from "Python.h":
     # Keyword calls without building a dict for the keywords.
     object PyObject_Vectorcall(object callable, PyObject** args, size_t nargsf,
                                object kwnames)
+
+cdef extern from "_fastcall.h":
+    ctypedef object (*fl_schedule_impl)(object, object, object, object)
+    fl_schedule_impl fl_call_soon_impl
+    fl_schedule_impl fl_call_soon_threadsafe_impl
+    int fl_install_scheduling_methods(PyTypeObject* type) except -1
 
 cdef extern from "_compat.h" nogil:
     int FL_HAVE_EVENTFD
@@ -209,7 +215,7 @@ cdef class LoopCore(LoopBase):
             close_fd(self.wakeup_write_fd)
         self.wakeup_read_fd = self.wakeup_write_fd = -1
 
-    cdef wake(self):
+    cdef void wake(self) noexcept:
         # Only a loop blocked in the poller needs a wake-up: a running one
         # sees the new callback when its current iteration ends.
         cdef uint64_t one = 1
@@ -320,7 +326,7 @@ cdef class LoopCore(LoopBase):
         (<TimerHandle>timer)._scheduled = False
         return timer
 
-    cdef purge_cancelled_timers(self):
+    cdef int purge_cancelled_timers(self) except -1:
         """Drop cancelled timers: all of them when they are over half of a big
         heap (then rebuild it), else just those at the top."""
         cdef Py_ssize_t i, kept = 0, ndropped = 0
@@ -351,10 +357,11 @@ cdef class LoopCore(LoopBase):
             for i in range(ndropped):
                 release_handle(dropped[i])
             free(dropped)
-            return
+            return 0
         while self.ntimers and (<TimerHandle>self.timers[0].timer)._cancelled:
             self.timers_cancelled -= 1
             release_handle(self.pop_timer())
+        return 0
 
     cdef int move_due_timers(self) except -1:
         """Append the timers due by now to the ready queue, by deadline."""
@@ -513,7 +520,8 @@ cdef class LoopCore(LoopBase):
         cdef Py_ssize_t nready, ntimers_due
         cdef PyObject* obj
         cdef Handle handle
-        self.purge_cancelled_timers()
+        if self.timers_cancelled:
+            self.purge_cancelled_timers()
         timeout_ms = self.poll_timeout_ms()
         if timeout_ms == 0 and self.user_fds == 0:
             # Nothing but the wake-up fd is registered, and it is only written
@@ -600,28 +608,8 @@ cdef class LoopCore(LoopBase):
                 "than the current one")
         return 0
 
-    def call_soon(self, callback, *args, context=None):
-        """Arrange for callback(*args) to run on the next loop iteration."""
-        self.check_call(callback, 'call_soon')
-        cdef Handle handle = new_handle(callback, args, self, context)
-        self.push_ready(handle)
-        adopt(handle)
-        return handle
-
-    def call_soon_threadsafe(self, callback, *args, context=None):
-        """Like call_soon(), but safe to call from any thread."""
-        if self.closed:
-            raise RuntimeError('Event loop is closed')
-        if self._debug:
-            self._check_callback(callback, 'call_soon_threadsafe')
-        else:
-            check_callback(callback, 'call_soon_threadsafe')
-        # The GIL makes the push atomic for the loop's thread.
-        cdef Handle handle = new_handle(callback, args, self, context)
-        self.push_ready(handle)
-        adopt(handle)
-        self.wake()
-        return handle
+    # call_soon() and call_soon_threadsafe() are C methods (_fastcall.h)
+    # running _call_soon() and _call_soon_threadsafe() below.
 
     def call_later(self, delay, callback, *args, context=None):
         """Arrange for callback(*args) to run `delay` seconds from now."""
@@ -892,6 +880,40 @@ def _on_collection(phase, info):
 
 
 gc.callbacks.append(_on_collection)
+
+
+# ----------------------------------------------------- call_soon entry points
+
+cdef object _call_soon(object loop, object callback, object args, object context):
+    """Arrange for callback(*args) to run on the next loop iteration."""
+    cdef LoopCore self = <LoopCore>loop
+    self.check_call(callback, 'call_soon')
+    cdef Handle handle = new_handle(callback, <tuple>args, self, context)
+    self.push_ready(handle)
+    adopt(handle)
+    return handle
+
+
+cdef object _call_soon_threadsafe(object loop, object callback, object args, object context):
+    """Like call_soon(), but safe to call from any thread."""
+    cdef LoopCore self = <LoopCore>loop
+    if self.closed:
+        raise RuntimeError('Event loop is closed')
+    if self._debug:
+        self._check_callback(callback, 'call_soon_threadsafe')
+    else:
+        check_callback(callback, 'call_soon_threadsafe')
+    # The GIL makes the push atomic for the loop's thread.
+    cdef Handle handle = new_handle(callback, <tuple>args, self, context)
+    self.push_ready(handle)
+    adopt(handle)
+    self.wake()
+    return handle
+
+
+fl_call_soon_impl = _call_soon
+fl_call_soon_threadsafe_impl = _call_soon_threadsafe
+fl_install_scheduling_methods(<PyTypeObject*>LoopCore)
 
 
 def _reinit_after_fork():
