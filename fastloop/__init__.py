@@ -21,8 +21,13 @@ def new_event_loop():
     return Loop()
 
 
-_BasePolicy = getattr(_asyncio.events, "BaseDefaultEventLoopPolicy", None) or \
-    getattr(_asyncio.events, "_BaseDefaultEventLoopPolicy")
+# The platform's default policy (on Unix it also provides the child watcher
+# that subprocess support asks the policy for before 3.14); its private name
+# avoids the deprecation warning 3.14 attaches to the public one.
+_BasePolicy = (getattr(_asyncio, "unix_events", None)
+               and getattr(_asyncio.unix_events, "_UnixDefaultEventLoopPolicy", None)
+               or getattr(_asyncio.events, "BaseDefaultEventLoopPolicy", None)
+               or getattr(_asyncio.events, "_BaseDefaultEventLoopPolicy"))
 
 
 class EventLoopPolicy(_BasePolicy):

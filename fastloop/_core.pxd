@@ -85,4 +85,4 @@ cdef class LoopCore(LoopBase):
     cdef bint is_current(self) noexcept
     cdef track_shared_handles(self)
     cdef int resolve_fd(self, object fileobj) except -1
-    cdef add_io(self, fileobj, int kind, callback, tuple args)
+    cdef Handle add_io(self, fileobj, int kind, callback, tuple args)

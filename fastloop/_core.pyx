@@ -684,32 +684,39 @@ cdef class LoopCore(LoopBase):
                     return fd
             raise
 
-    cdef add_io(self, fileobj, int kind, callback, tuple args):
+    cdef Handle add_io(self, fileobj, int kind, callback, tuple args):
         self._check_closed()
         cdef int fd = fileobj_to_fd(fileobj)
-        self.set_io_handle(fd, kind, new_handle(callback, args, self, None))
+        cdef Handle handle = new_handle(callback, args, self, None)
+        self.set_io_handle(fd, kind, handle)
         if not isinstance(fileobj, int):
             self.fileobjs[fd] = fileobj
+        return handle
 
-    def add_reader(self, fd, callback, *args):
-        """Start watching fd for read availability; replaces a previous reader."""
-        self.add_io(fd, READABLE, callback, args)
+    # The selector-loop internals asyncio's transports and sock_* methods
+    # call (they get the handle back; the public methods in loop.py first
+    # check that no transport owns the fd, as asyncio does).
 
-    def remove_reader(self, fd):
-        """Stop watching fd for read availability; True if it was watched."""
+    def _add_reader(self, fd, callback, *args):
+        return self.add_io(fd, READABLE, callback, args)
+
+    def _remove_reader(self, fd):
         if self.closed:
             return False
         return self.clear_io_handle(self.resolve_fd(fd), READABLE)
 
-    def add_writer(self, fd, callback, *args):
-        """Start watching fd for write availability; replaces a previous writer."""
-        self.add_io(fd, WRITABLE, callback, args)
+    def _add_writer(self, fd, callback, *args):
+        return self.add_io(fd, WRITABLE, callback, args)
 
-    def remove_writer(self, fd):
-        """Stop watching fd for write availability; True if it was watched."""
+    def _remove_writer(self, fd):
         if self.closed:
             return False
         return self.clear_io_handle(self.resolve_fd(fd), WRITABLE)
+
+    def _add_callback(self, handle):
+        """Queue an asyncio.Handle made elsewhere (signal handlers are)."""
+        if not handle._cancelled:
+            self.push_ready(new_handle(_run_foreign_handle, (handle,), self, None))
 
     def _check_closed(self):
         if self.closed:
@@ -880,6 +887,11 @@ def _on_collection(phase, info):
 
 
 gc.callbacks.append(_on_collection)
+
+
+def _run_foreign_handle(handle):
+    if not handle._cancelled:
+        handle._run()
 
 
 # ----------------------------------------------------- call_soon entry points

@@ -1,17 +1,21 @@
 """The Python half of fastloop's event loop.
 
-Loop completes asyncio.AbstractEventLoop on top of the Cython LoopCore. Where
-the stdlib's BaseEventLoop has pure orchestration code that only needs the
-attributes LoopCore provides (task creation, exception handlers, executors,
-async generator hooks), Loop uses that very code rather than a copy of it:
-behaviour then matches the running Python version exactly.
+Loop puts the Cython LoopCore (scheduling, timers, readiness polling, the
+run loop) in front of asyncio's own selector event loop class in the method
+resolution order. Everything LoopCore does not implement is the running
+Python's asyncio code: task creation, exception handlers, executors, async
+generator hooks, DNS, create_connection/create_server, the socket, pipe and
+subprocess transports, signal handlers and TLS. Those only reach the loop
+through a few selector internals (_add_reader and friends, _add_callback),
+which LoopCore provides on top of its own fd registry and ready queue.
+Behaviour therefore matches the running Python's asyncio exactly; transports
+move to Cython piece by piece.
 """
 import asyncio
 import sys
 import threading
 import warnings
 import weakref
-from asyncio import base_events as _base
 from asyncio.log import logger
 
 from fastloop._core import LoopCore
@@ -19,17 +23,16 @@ from fastloop._core import LoopCore
 __all__ = ["Loop"]
 
 
-def _borrow(name):
-    return getattr(_base.BaseEventLoop, name)
-
-
-class Loop(LoopCore, asyncio.AbstractEventLoop):
+class Loop(LoopCore, asyncio.SelectorEventLoop):
     """A fast asyncio event loop. Use it wherever asyncio takes a loop."""
 
     def __init__(self, *, poller=None):
         """`poller` picks the readiness backend ("epoll" or "poll"); by default
         the FASTLOOP_POLLER environment variable, else the best available."""
-        super().__init__(poller=poller)
+        # The stdlib loops' __init__ would build a selector, a ready deque
+        # and a self-pipe: LoopCore has its own, so set only what asyncio's
+        # inherited code reads.
+        LoopCore.__init__(self, poller=poller)
         self._exception_handler = None
         self._default_executor = None
         self._executor_shutdown_called = False
@@ -37,6 +40,12 @@ class Loop(LoopCore, asyncio.AbstractEventLoop):
         self._asyncgens_shutdown_called = False
         self._coroutine_origin_tracking_enabled = False
         self._coroutine_origin_tracking_saved_depth = None
+        self._selector = None
+        self._transports = weakref.WeakValueDictionary()
+        self._internal_fds = 0
+        self._ssock = self._csock = None    # the self-pipe, made on demand
+        self._signal_handlers = {}
+        self._unix_server_sockets = {}
 
     def __repr__(self):
         return (f"<{type(self).__module__}.{type(self).__qualname__} "
@@ -50,14 +59,26 @@ class Loop(LoopCore, asyncio.AbstractEventLoop):
                 self.close()
 
     def close(self):
-        """Close the loop: drop pending callbacks, release its OS resources and
-        shut the default executor down without waiting for it."""
+        """Close the loop: remove signal handlers, drop pending callbacks,
+        release its OS resources and shut the default executor down without
+        waiting for it."""
         if self.is_running():
             raise RuntimeError("Cannot close a running event loop")
         if self.is_closed():
             return
         if self.get_debug():
             logger.debug("Close %r", self)
+        if self._signal_handlers:
+            if sys.is_finalizing():
+                warnings.warn(f"Closing the loop {self!r} on interpreter shutdown "
+                              f"stage, skipping signal handlers removal",
+                              ResourceWarning, source=self)
+                self._signal_handlers.clear()
+            else:
+                for sig in list(self._signal_handlers):
+                    self.remove_signal_handler(sig)
+        if self._ssock is not None:
+            self._close_self_pipe()
         self._close_core()
         self._executor_shutdown_called = True
         executor = self._default_executor
@@ -65,28 +86,17 @@ class Loop(LoopCore, asyncio.AbstractEventLoop):
             self._default_executor = None
             executor.shutdown(wait=False)
 
-    # Running, tasks and error handling: the stdlib's own code.
-    run_until_complete = _borrow("run_until_complete")
     if (3, 11) <= sys.version_info < (3, 14):
-        # Same signature and semantics as the stdlib's on these versions.
+        # Same signature and semantics as the stdlib's on these versions,
+        # with the plain case in C.
         create_task = LoopCore._create_task
-    else:
-        create_task = _borrow("create_task")
-    set_task_factory = _borrow("set_task_factory")
-    get_task_factory = _borrow("get_task_factory")
-    get_exception_handler = _borrow("get_exception_handler")
-    set_exception_handler = _borrow("set_exception_handler")
-    default_exception_handler = _borrow("default_exception_handler")
-    call_exception_handler = _borrow("call_exception_handler")
-    _check_callback = _borrow("_check_callback")
-    _set_coroutine_origin_tracking = _borrow("_set_coroutine_origin_tracking")
 
-    # Async generators and executors.
-    _asyncgen_firstiter_hook = _borrow("_asyncgen_firstiter_hook")
-    _asyncgen_finalizer_hook = _borrow("_asyncgen_finalizer_hook")
-    shutdown_asyncgens = _borrow("shutdown_asyncgens")
-    run_in_executor = _borrow("run_in_executor")
-    set_default_executor = _borrow("set_default_executor")
+    def add_signal_handler(self, sig, callback, *args):
+        # Signals reach the loop through the self-pipe (signal.set_wakeup_fd);
+        # a loop that never handles signals does without it.
+        if self._ssock is None and not self.is_closed():
+            self._make_self_pipe()
+        return super().add_signal_handler(sig, callback, *args)
 
     def _check_default_executor(self):
         # Python 3.10's run_in_executor asks for this.

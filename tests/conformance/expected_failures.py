@@ -18,6 +18,7 @@ come out of it as they land (the runner reports entries that pass).
 # subclass of asyncio.BaseEventLoop.  Applies to every non-stdlib loop.
 # ---------------------------------------------------------------------------
 _EV = "test_events.LoopEventLoopTests."
+_SP = "test_events.LoopSubprocessTests."
 
 STDLIB_INTERNALS = {
     # Calls loop._run_once() and asserts len(loop._ready) == 0: drives
@@ -27,115 +28,22 @@ STDLIB_INTERNALS = {
     "test_tasks.*.test_log_destroyed_pending_task":
         "loop._run_once() / loop._ready (BaseEventLoop private scheduler)",
 
-    # Replaces loop._run_once with a counting wrapper and builds its
-    # assertion message from loop._clock_resolution and loop._selector.
-    _EV + "test_timeout_rounding":
-        "mocks loop._run_once, reads loop._selector/_clock_resolution",
-
-    # Patches asyncio.base_events.socket (the socket module as seen by
-    # BaseEventLoop.create_server) and loop._start_serving/_stop_serving,
-    # so the "server" is built from mocks inside the stdlib implementation.
-    _EV + "test_create_server_multiple_hosts_ipv4":
-        "mocks asyncio.base_events.socket and loop._start_serving",
-    _EV + "test_create_server_multiple_hosts_ipv6":
-        "mocks asyncio.base_events.socket and loop._start_serving",
-
-    # Checks that cancelling a pending sock_recv() is prompt (public; today
-    # it stops at sock_recv(), not implemented yet on fastloop), then cleans
-    # up with loop._stop_serving(r), a private BaseSelectorEventLoop method:
-    # it cannot pass on another loop even once sock_recv() lands.
-    _EV + "test_prompt_cancellation":
-        "ends with loop._stop_serving() (BaseSelectorEventLoop private)",
+    # Runs on BaseSelectorEventLoop subclasses only and asserts that the
+    # self-pipe (one "internal fd") exists as soon as the loop does. fastloop
+    # wakes itself with an eventfd and makes the self-pipe only when a
+    # signal handler needs it (signal.set_wakeup_fd).
+    _EV + "test_internal_fds":
+        "loop._internal_fds / eager self-pipe (BaseSelectorEventLoop private)",
 }
 
 # ---------------------------------------------------------------------------
-# Not yet implemented (issue 3/4): network I/O, pipes, subprocesses and
-# signals on fastloop.  These are real gaps, tracked by those issues; delete
-# entries as the features land (the runner lists entries that now pass).
-# Applies to fastloop only.
+# Not yet implemented on fastloop: empty since the network, pipe, subprocess
+# and signal APIs run on fastloop (asyncio's own transports on fastloop's
+# core). New entries here only count while the test raises NotImplementedError.
 # ---------------------------------------------------------------------------
-_SP = "test_events.LoopSubprocessTests."
-# Entries below count as expected only if the traceback contains this.
 NYI_MUST_RAISE = "NotImplementedError"
 
 NOT_YET_IMPLEMENTED = {
-    # --- sockets, servers, DNS, SSL (network I/O) ---
-    _EV + "test_create_connection": "NYI: create_connection()",
-    _EV + "test_create_connection_local_addr": "NYI: create_connection()",
-    _EV + "test_create_connection_local_addr_in_use":
-        "NYI: create_connection()",
-    _EV + "test_create_connection_local_addr_nomatch_family":
-        "NYI: create_connection()",
-    _EV + "test_create_connection_local_addr_skip_different_family":
-        "NYI: create_connection()",
-    _EV + "test_create_ssl_connection": "NYI: create_connection(ssl=...)",
-    _EV + "test_create_unix_connection": "NYI: create_unix_connection()",
-    _EV + "test_create_ssl_unix_connection":
-        "NYI: create_unix_connection(ssl=...)",
-    _EV + "test_connect_accepted_socket": "NYI: connect_accepted_socket()",
-    _EV + "test_ssl_connect_accepted_socket":
-        "NYI: connect_accepted_socket(ssl=...)",
-    _EV + "test_connect_accepted_socket_ssl_timeout_for_plain_socket":
-        "NYI: connect_accepted_socket()",
-    _EV + "test_create_server": "NYI: create_server()",
-    _EV + "test_create_server_addr_in_use": "NYI: create_server()",
-    _EV + "test_create_server_dual_stack": "NYI: create_server()",
-    _EV + "test_create_server_reuse_port": "NYI: create_server()",
-    _EV + "test_create_server_sock": "NYI: create_server(sock=...)",
-    _EV + "test_create_server_trsock": "NYI: create_server() [3.12+]",
-    _EV + "test_create_server_ssl": "NYI: create_server(ssl=...)",
-    _EV + "test_create_server_ssl_verified": "NYI: create_server(ssl=...)",
-    _EV + "test_create_server_ssl_verify_failed":
-        "NYI: create_server(ssl=...)",
-    _EV + "test_create_server_ssl_match_failed": "NYI: create_server(ssl=...)",
-    _EV + "test_server_close": "NYI: create_server()",
-    _EV + "test_create_unix_server": "NYI: create_unix_server()",
-    _EV + "test_create_unix_server_path_socket_error":
-        "NYI: create_unix_server()",
-    _EV + "test_create_unix_server_ssl": "NYI: create_unix_server(ssl=...)",
-    _EV + "test_create_unix_server_ssl_verified":
-        "NYI: create_unix_server(ssl=...)",
-    _EV + "test_create_unix_server_ssl_verify_failed":
-        "NYI: create_unix_server(ssl=...)",
-    _EV + "test_create_datagram_endpoint": "NYI: create_datagram_endpoint()",
-    _EV + "test_create_datagram_endpoint_ipv6":
-        "NYI: create_datagram_endpoint()",
-    _EV + "test_create_datagram_endpoint_sock":
-        "NYI: getaddrinfo(), create_datagram_endpoint()",
-    _EV + "test_datagram_send_to_non_listening_address":
-        "NYI: create_datagram_endpoint() [3.13+]",
-    # --- pipes and ptys ---
-    _EV + "test_read_pipe": "NYI: connect_read_pipe()",
-    _EV + "test_read_pty_output": "NYI: connect_read_pipe()",
-    _EV + "test_write_pipe": "NYI: connect_write_pipe()",
-    _EV + "test_write_pipe_disconnect_on_close": "NYI: connect_write_pipe()",
-    _EV + "test_write_pty": "NYI: connect_write_pipe()",
-    _EV + "test_bidirectional_pty":
-        "NYI: connect_read_pipe()/connect_write_pipe()",
-    # Also asserts "open" in repr(transport) after loop.close(), i.e. the
-    # pipe transports' repr must say open/closed like the stdlib's.
-    _EV + "test_unclosed_pipe_transport":
-        "NYI: connect_read_pipe()/connect_write_pipe()",
-    # --- signals ---
-    _EV + "test_add_signal_handler": "NYI: add_signal_handler()",
-    _EV + "test_signal_handling_args": "NYI: add_signal_handler()",
-    _EV + "test_signal_handling_while_selecting": "NYI: add_signal_handler()",
-    # --- subprocesses (SubprocessTestsMixin) ---
-    _SP + "test_subprocess_exec": "NYI: subprocess_exec()",
-    _SP + "test_subprocess_interactive": "NYI: subprocess_exec()",
-    _SP + "test_subprocess_shell": "NYI: subprocess_shell()",
-    _SP + "test_subprocess_exitcode": "NYI: subprocess_shell()",
-    _SP + "test_subprocess_close_after_finish": "NYI: subprocess_shell()",
-    _SP + "test_subprocess_kill": "NYI: subprocess_exec()",
-    _SP + "test_subprocess_terminate": "NYI: subprocess_exec()",
-    _SP + "test_subprocess_send_signal": "NYI: subprocess_exec()",
-    _SP + "test_subprocess_stderr": "NYI: subprocess_exec()",
-    _SP + "test_subprocess_stderr_redirect_to_stdout":
-        "NYI: subprocess_exec()",
-    _SP + "test_subprocess_close_client_stream": "NYI: subprocess_exec()",
-    _SP + "test_subprocess_wait_no_same_group": "NYI: subprocess_shell()",
-    _SP + "test_subprocess_exec_invalid_args": "NYI: subprocess_exec()",
-    _SP + "test_subprocess_shell_invalid_args": "NYI: subprocess_shell()",
 }
 
 # ---------------------------------------------------------------------------
