@@ -12,6 +12,7 @@ Behaviour therefore matches the running Python's asyncio exactly; transports
 move to Cython piece by piece.
 """
 import asyncio
+import socket
 import sys
 import threading
 import warnings
@@ -97,6 +98,19 @@ class Loop(LoopCore, asyncio.SelectorEventLoop):
         if self._ssock is None and not self.is_closed():
             self._make_self_pipe()
         return super().add_signal_handler(sig, callback, *args)
+
+    async def getaddrinfo(self, host, port, *, family=0, type=0, proto=0, flags=0):
+        """asyncio's getaddrinfo(); an IP literal (or no host) needs no lookup,
+        so it is answered at once instead of through the thread pool."""
+        self._check_closed()
+        if not self._debug:     # debug mode logs every lookup: asyncio's path
+            try:
+                return socket.getaddrinfo(host, port, family, type, proto,
+                                          flags | socket.AI_NUMERICHOST)
+            except (OSError, UnicodeError):
+                pass            # a name to resolve (or an error asyncio reports)
+        return await super().getaddrinfo(host, port, family=family, type=type,
+                                         proto=proto, flags=flags)
 
     def _check_default_executor(self):
         # Python 3.10's run_in_executor asks for this.
