@@ -713,6 +713,18 @@ cdef class LoopCore(LoopBase):
             return False
         return self.clear_io_handle(self.resolve_fd(fd), WRITABLE)
 
+    def _fd_key(self, fileobj):
+        """(events, reader, writer) watched for fd, or None: what asyncio's
+        selector keys hold (see loop.SelectorView)."""
+        cdef int fd = self.resolve_fd(fileobj)
+        cdef FdEntry* entry
+        if self.closed or fd >= self.fds_capacity or self.fds[fd].events == 0:
+            return None
+        entry = &self.fds[fd]
+        return (entry.events,
+                <object>entry.reader if entry.reader != NULL else None,
+                <object>entry.writer if entry.writer != NULL else None)
+
     def _add_callback(self, handle):
         """Queue an asyncio.Handle made elsewhere (signal handlers are)."""
         if not handle._cancelled:

@@ -12,6 +12,7 @@ Behaviour therefore matches the running Python's asyncio exactly; transports
 move to Cython piece by piece.
 """
 import asyncio
+import selectors
 import socket
 import sys
 import threading
@@ -22,6 +23,27 @@ from asyncio.log import logger
 from fastloop._core import LoopCore
 
 __all__ = ["Loop"]
+
+
+class SelectorView:
+    """The part of a selector asyncio's transports read: get_key() (their
+    reprs, unclosed-transport warnings and the "fd used by a transport" check
+    call it), answered from the core's fd registry. READABLE/WRITABLE there
+    equal selectors.EVENT_READ/EVENT_WRITE."""
+
+    __slots__ = ("_loop",)
+
+    def __init__(self, loop):
+        self._loop = weakref.ref(loop)     # the loop holds the view
+
+    def get_key(self, fileobj):
+        loop = self._loop()
+        key = loop._fd_key(fileobj) if loop is not None else None
+        if key is None:
+            raise KeyError(f"{fileobj!r} is not registered")
+        events, reader, writer = key
+        fd = fileobj if isinstance(fileobj, int) else fileobj.fileno()
+        return selectors.SelectorKey(fileobj, fd, events, (reader, writer))
 
 
 class Loop(LoopCore, asyncio.SelectorEventLoop):
@@ -41,7 +63,7 @@ class Loop(LoopCore, asyncio.SelectorEventLoop):
         self._asyncgens_shutdown_called = False
         self._coroutine_origin_tracking_enabled = False
         self._coroutine_origin_tracking_saved_depth = None
-        self._selector = None
+        self._selector = SelectorView(self)
         self._transports = weakref.WeakValueDictionary()
         self._internal_fds = 0
         self._ssock = self._csock = None    # the self-pipe, made on demand
@@ -81,6 +103,7 @@ class Loop(LoopCore, asyncio.SelectorEventLoop):
         if self._ssock is not None:
             self._close_self_pipe()
         self._close_core()
+        self._selector = None
         self._executor_shutdown_called = True
         executor = self._default_executor
         if executor is not None:

@@ -1,0 +1,1869 @@
+"""Networking on the loop: the sock_* methods, stream and protocol transports,
+servers, unix sockets, sendfile, DNS helpers and the argument checks of
+create_connection/create_server.
+
+fastloop runs asyncio's own selector-loop networking code on its Cython core,
+so everything here must behave exactly as on stdlib asyncio. Every test runs on
+stdlib asyncio and on fastloop (see conftest.py) and must pass on both.
+Loopback only; bounded sizes and counts; no timing assertions.
+"""
+import asyncio
+import contextvars
+import errno
+import gc
+import hashlib
+import io
+import logging
+import os
+import pathlib
+import shutil
+import socket
+import sys
+import tempfile
+
+import pytest
+
+WAIT = 10.0
+PY311 = sys.version_info >= (3, 11)
+
+
+def run(loop, coro, timeout=WAIT):
+    return loop.run_until_complete(asyncio.wait_for(coro, timeout))
+
+
+async def spin(n):
+    """Let the loop run n more iterations."""
+    for _ in range(n):
+        await asyncio.sleep(0)
+
+
+def _has_ipv6():
+    if not socket.has_ipv6:
+        return False
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as s:
+            s.bind(("::1", 0))
+        return True
+    except OSError:
+        return False
+
+
+HAS_IPV6 = _has_ipv6()
+
+
+@pytest.fixture
+def sockpair():
+    a, b = socket.socketpair()
+    a.setblocking(False)
+    b.setblocking(False)
+    yield a, b
+    a.close()
+    b.close()
+
+
+@pytest.fixture
+def tcp_pair():
+    """A connected pair of non-blocking TCP sockets on 127.0.0.1."""
+    with socket.socket() as lsock:
+        lsock.bind(("127.0.0.1", 0))
+        lsock.listen(1)
+        client = socket.create_connection(lsock.getsockname())
+        server, _ = lsock.accept()
+    client.setblocking(False)
+    server.setblocking(False)
+    yield client, server
+    client.close()
+    server.close()
+
+
+@pytest.fixture
+def short_tmp(tmp_path):
+    """A directory for unix socket paths (at most 108 bytes long)."""
+    if len(str(tmp_path)) < 80:
+        yield tmp_path
+        return
+    d = tempfile.mkdtemp(prefix="fl")
+    yield pathlib.Path(d)
+    shutil.rmtree(d, ignore_errors=True)
+
+
+class EchoServer:
+    """asyncio.start_server echo handler that remembers its writers."""
+
+    def __init__(self):
+        self.writers = []
+        self.tasks = []
+
+    async def handle(self, reader, writer):
+        self.writers.append(writer)
+        self.tasks.append(asyncio.current_task())
+        try:
+            while True:
+                data = await reader.read(65536)
+                if not data:
+                    break
+                writer.write(data)
+                await writer.drain()
+        finally:
+            writer.close()
+
+
+    async def wait_done(self, count):
+        """Wait until `count` connections were handled and are finished."""
+        while len(self.tasks) < count:
+            await asyncio.sleep(0)
+        await asyncio.gather(*self.tasks)
+
+
+async def echo_server(host="127.0.0.1", **kwargs):
+    handler = EchoServer()
+    srv = await asyncio.start_server(handler.handle, host, 0, **kwargs)
+    return srv, handler
+
+
+async def close_server(srv):
+    srv.close()
+    await srv.wait_closed()
+
+
+class RecordingProtocol(asyncio.Protocol):
+    """Records every callback in order; futures for the interesting ones."""
+
+    def __init__(self, loop):
+        self.loop = loop
+        self.events = []
+        self.data = bytearray()
+        self.transport = None
+        self.made = loop.create_future()
+        self.lost = loop.create_future()
+        self.eof = loop.create_future()
+        self.eof_result = None
+
+    def connection_made(self, transport):
+        self.transport = transport
+        self.events.append("made")
+        self.made.set_result(transport)
+
+    def data_received(self, data):
+        if not self.events or self.events[-1] != "data":
+            self.events.append("data")
+        self.data += data
+
+    def eof_received(self):
+        self.events.append("eof")
+        self.eof.set_result(bytes(self.data))
+        return self.eof_result
+
+    def connection_lost(self, exc):
+        self.events.append("lost")
+        self.lost.set_result(exc)
+
+    def pause_writing(self):
+        self.events.append("pause_writing")
+
+    def resume_writing(self):
+        self.events.append("resume_writing")
+
+
+class ServerTracker:
+    """A protocol factory for servers: knows its connections, to wait until
+    the server side of each has been closed too."""
+
+    def __init__(self, loop):
+        self.loop = loop
+        self.protos = []
+
+    def __call__(self):
+        self.protos.append(RecordingProtocol(self.loop))
+        return self.protos[-1]
+
+    async def wait_closed(self, count):
+        while len(self.protos) < count:
+            await asyncio.sleep(0)
+        for proto in self.protos:
+            await proto.lost
+
+
+# ====================================================================== sock_*
+
+@pytest.mark.timeout(30)
+def test_sock_sendall_and_recv_round_trip(loop, sockpair):
+    a, b = sockpair
+
+    async def main():
+        # recv first: it must wait for the data
+        pending = asyncio.ensure_future(loop.sock_recv(b, 100))
+        await spin(2)
+        assert not pending.done()
+        assert await loop.sock_sendall(a, b"hello") is None
+        first = await pending
+        await loop.sock_sendall(b, b"world")
+        second = await loop.sock_recv(a, 100)
+        return first, second
+
+    assert run(loop, main()) == (b"hello", b"world")
+
+
+@pytest.mark.timeout(30)
+def test_sock_sendall_large_waits_for_the_reader(loop, tcp_pair):
+    client, server = tcp_pair
+    payload = os.urandom(4 * 1024 * 1024)
+
+    async def reader():
+        got = bytearray()
+        while len(got) < len(payload):
+            chunk = await loop.sock_recv(server, 65536)
+            assert chunk
+            got += chunk
+        return bytes(got)
+
+    async def main():
+        task = asyncio.ensure_future(reader())
+        await loop.sock_sendall(client, payload)
+        return await task
+
+    assert run(loop, main()) == payload
+
+
+@pytest.mark.timeout(30)
+def test_sock_recv_into(loop, sockpair):
+    a, b = sockpair
+    buf = bytearray(10)
+
+    async def main():
+        pending = asyncio.ensure_future(loop.sock_recv_into(b, buf))
+        await spin(2)
+        await loop.sock_sendall(a, b"abcdef")
+        n1 = await pending
+        view = memoryview(buf)[n1:]
+        await loop.sock_sendall(a, b"XYZ")
+        n2 = await loop.sock_recv_into(b, view)
+        return n1, n2
+
+    assert run(loop, main()) == (6, 3)
+    assert bytes(buf) == b"abcdefXYZ\x00"
+
+
+@pytest.mark.timeout(30)
+def test_sock_recv_returns_empty_bytes_at_eof(loop, sockpair):
+    a, b = sockpair
+
+    async def main():
+        pending = asyncio.ensure_future(loop.sock_recv(b, 100))
+        await spin(2)
+        a.shutdown(socket.SHUT_WR)
+        return await pending
+
+    assert run(loop, main()) == b""
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("family", ["ipv4", "ipv6"])
+def test_sock_connect_and_accept(loop, family):
+    if family == "ipv6" and not HAS_IPV6:
+        pytest.skip("no IPv6 loopback")
+    fam, host = (socket.AF_INET, "127.0.0.1") if family == "ipv4" else (socket.AF_INET6, "::1")
+    lsock = socket.socket(fam, socket.SOCK_STREAM)
+    client = socket.socket(fam, socket.SOCK_STREAM)
+    conn = None
+    try:
+        lsock.setblocking(False)
+        client.setblocking(False)
+        lsock.bind((host, 0))
+        lsock.listen(5)
+
+        async def main():
+            accept = asyncio.ensure_future(loop.sock_accept(lsock))
+            await spin(2)
+            assert not accept.done()
+            assert await loop.sock_connect(client, lsock.getsockname()) is None
+            conn, peer = await accept
+            return conn, peer
+
+        conn, peer = run(loop, main())
+        assert peer == client.getsockname()
+        assert conn.getpeername() == client.getsockname()
+        assert conn.getblocking() is False
+        assert conn.family == fam
+
+        async def exchange():
+            await loop.sock_sendall(client, b"ping")
+            got = await loop.sock_recv(conn, 10)
+            await loop.sock_sendall(conn, got.upper())
+            return await loop.sock_recv(client, 10)
+
+        assert run(loop, exchange()) == b"PING"
+    finally:
+        for s in (lsock, client, conn):
+            if s is not None:
+                s.close()
+
+
+@pytest.mark.timeout(30)
+def test_sock_connect_refused(loop):
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        addr = probe.getsockname()      # closed again: nobody listens there
+    client = socket.socket()
+    client.setblocking(False)
+    try:
+        with pytest.raises(ConnectionRefusedError) as info:
+            run(loop, loop.sock_connect(client, addr))
+        assert info.value.errno == errno.ECONNREFUSED
+    finally:
+        client.close()
+
+
+@pytest.mark.timeout(30)
+def test_sock_recvfrom_and_sendto(loop):
+    if not hasattr(loop, "sock_recvfrom"):
+        pytest.skip("loop.sock_recvfrom() is new in Python 3.11")
+    a = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    b = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        for s in (a, b):
+            s.setblocking(False)
+            s.bind(("127.0.0.1", 0))
+
+        async def main():
+            pending = asyncio.ensure_future(loop.sock_recvfrom(b, 100))
+            await spin(2)
+            assert not pending.done()
+            sent = await loop.sock_sendto(a, b"datagram", b.getsockname())
+            data, addr = await pending
+            buf = bytearray(20)
+            await loop.sock_sendto(b, b"reply", addr)
+            nbytes, addr2 = await loop.sock_recvfrom_into(a, buf)
+            return sent, data, addr, bytes(buf[:nbytes]), addr2
+
+        sent, data, addr, reply, addr2 = run(loop, main())
+        assert sent == 8
+        assert data == b"datagram"
+        assert addr == a.getsockname()
+        assert reply == b"reply"
+        assert addr2 == b.getsockname()
+    finally:
+        a.close()
+        b.close()
+
+
+@pytest.mark.timeout(30)
+def test_blocking_sockets_are_refused_in_debug_mode(loop, tcp_pair):
+    # asyncio checks the socket's blocking mode only in debug mode.
+    loop.set_debug(True)
+    client, server = tcp_pair
+    client.setblocking(True)
+    listener = socket.socket()
+    fresh = socket.socket()
+    try:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(1)
+        calls = [
+            lambda: loop.sock_recv(client, 10),
+            lambda: loop.sock_recv_into(client, bytearray(10)),
+            lambda: loop.sock_sendall(client, b"x"),
+            lambda: loop.sock_connect(fresh, listener.getsockname()),
+            lambda: loop.sock_accept(listener),
+        ]
+        for call in calls:
+            with pytest.raises(ValueError, match="^the socket must be non-blocking$"):
+                run(loop, call())
+    finally:
+        listener.close()
+        fresh.close()
+
+
+@pytest.mark.timeout(30)
+def test_cancelled_sock_recv_leaves_socket_usable_and_unregistered(loop, sockpair):
+    a, b = sockpair
+
+    async def main():
+        pending = asyncio.ensure_future(loop.sock_recv(b, 100))
+        await spin(2)
+        pending.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await pending
+        # The reader it registered is gone...
+        assert loop.remove_reader(b) is False
+        # ...so the socket can be watched again with add_reader...
+        got = loop.create_future()
+
+        def on_readable():
+            loop.remove_reader(b)
+            got.set_result(b.recv(100))
+
+        loop.add_reader(b, on_readable)
+        a.send(b"after cancel")
+        first = await got
+        # ...and used with sock_recv again, nothing lost in between.
+        a.send(b"again")
+        second = await loop.sock_recv(b, 100)
+        return first, second
+
+    assert run(loop, main()) == (b"after cancel", b"again")
+
+
+@pytest.mark.timeout(30)
+def test_cancelled_sock_sendall_unregisters_the_writer(loop):
+    client, server = _buffering_connection_setup()
+    payload = b"s" * (4 * 1024 * 1024)
+
+    async def main():
+        pending = asyncio.ensure_future(loop.sock_sendall(client, payload))
+        await spin(3)
+        assert not pending.done()           # the peer does not read: it waits
+        pending.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await pending
+        unregistered = loop.remove_writer(client) is False
+        # Drain what was sent, then the socket works for a new sendall.
+        got = 0
+        while True:
+            try:
+                chunk = server.recv(1 << 20)
+            except BlockingIOError:
+                break
+            got += len(chunk)
+        sent_before = got
+        await loop.sock_sendall(client, b"END")
+        tail = b""
+        while not tail.endswith(b"END"):
+            tail += await loop.sock_recv(server, 65536)
+        return unregistered, sent_before, tail
+
+    try:
+        unregistered, sent_before, tail = run(loop, main())
+    finally:
+        client.close()
+        server.close()
+    assert unregistered
+    assert 0 < sent_before < len(payload)
+    assert tail.endswith(b"END")
+
+
+@pytest.mark.timeout(30)
+def test_cancelled_sock_accept_unregisters_the_listener(loop):
+    lsock = socket.socket()
+    lsock.setblocking(False)
+    lsock.bind(("127.0.0.1", 0))
+    lsock.listen(5)
+    conns = []
+
+    async def main():
+        pending = asyncio.ensure_future(loop.sock_accept(lsock))
+        await spin(3)
+        pending.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await pending
+        unregistered = loop.remove_reader(lsock) is False
+        client = socket.socket()
+        conns.append(client)
+        client.setblocking(False)
+        await loop.sock_connect(client, lsock.getsockname())
+        conn, peer = await loop.sock_accept(lsock)
+        conns.append(conn)
+        return unregistered, peer == client.getsockname()
+
+    try:
+        assert run(loop, main()) == (True, True)
+    finally:
+        lsock.close()
+        for s in conns:
+            s.close()
+
+
+@pytest.mark.timeout(30)
+def test_sock_recv_on_a_socket_owned_by_a_transport_is_refused(loop, sockpair):
+    a, b = sockpair
+
+    async def main():
+        tr, pr = await loop.connect_accepted_socket(asyncio.Protocol, a)
+        try:
+            with pytest.raises(RuntimeError, match="is used by transport"):
+                await loop.sock_recv(a, 10)
+            with pytest.raises(RuntimeError, match="is used by transport"):
+                loop.add_reader(a.fileno(), lambda: None)
+        finally:
+            tr.close()
+            await spin(2)
+
+    run(loop, main())
+
+
+# ===================================================================== streams
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("size", [1024, 1024 * 1024])
+def test_stream_echo(loop, size):
+    payload = os.urandom(size)
+
+    async def main():
+        srv, handler = await echo_server()
+        host, port = srv.sockets[0].getsockname()[:2]
+        reader, writer = await asyncio.open_connection(host, port)
+        writer.write(payload)
+        await writer.drain()
+        got = await reader.readexactly(size)
+        writer.close()
+        await writer.wait_closed()
+        await handler.wait_done(1)
+        await close_server(srv)
+        return got
+
+    assert run(loop, main()) == payload
+
+
+@pytest.mark.timeout(30)
+def test_stream_back_pressure_with_a_slow_reader(loop):
+    size = 1024 * 1024
+    payload = os.urandom(size)
+    digest = hashlib.sha256(payload).hexdigest()
+
+    async def main():
+        done = loop.create_future()
+
+        async def slow(reader, writer):
+            h = hashlib.sha256()
+            total = reads = 0
+            while True:
+                chunk = await reader.read(4096)
+                if not chunk:
+                    break
+                h.update(chunk)
+                total += len(chunk)
+                reads += 1
+                await asyncio.sleep(0)
+            writer.write(f"{total} {h.hexdigest()}".encode())
+            await writer.drain()
+            writer.close()
+            done.set_result(reads)
+
+        # Small kernel buffers on both sides, so that the kernel cannot take
+        # the whole message at once.
+        lsock = socket.socket()
+        lsock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16384)
+        lsock.bind(("127.0.0.1", 0))
+        srv = await asyncio.start_server(slow, sock=lsock)
+        csock = socket.socket()
+        csock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 16384)
+        csock.setblocking(False)
+        await loop.sock_connect(csock, lsock.getsockname())
+        reader, writer = await asyncio.open_connection(sock=csock)
+        transport = writer.transport
+        high = transport.get_write_buffer_limits()[1]
+        writer.write(payload)
+        # The rest waits in the transport until the peer reads.
+        buffered = transport.get_write_buffer_size()
+        await writer.drain()
+        assert transport.get_write_buffer_size() <= high
+        writer.write_eof()
+        answer = await reader.read()
+        reads = await done
+        writer.close()
+        await writer.wait_closed()
+        await close_server(srv)
+        return buffered, answer, reads
+
+    buffered, answer, reads = run(loop, main())
+    assert buffered > 64 * 1024          # above the default high-water mark
+    assert answer == f"{size} {digest}".encode()
+    assert reads >= size // 4096
+
+
+@pytest.mark.timeout(30)
+def test_stream_writelines(loop):
+    async def main():
+        srv, handler = await echo_server()
+        reader, writer = await asyncio.open_connection(*srv.sockets[0].getsockname())
+        writer.writelines([b"ab", bytearray(b"cd"), memoryview(b"ef"), b""])
+        writer.writelines(iter([b"g", b"hi"]))
+        await writer.drain()
+        got = await reader.readexactly(9)
+        writer.close()
+        await writer.wait_closed()
+        await handler.wait_done(1)
+        await close_server(srv)
+        return got
+
+    assert run(loop, main()) == b"abcdefghi"
+
+
+@pytest.mark.timeout(30)
+def test_stream_write_eof_half_close(loop):
+    async def main():
+        async def handler(reader, writer):
+            data = await reader.read()          # until the client's EOF
+            assert reader.at_eof()
+            writer.write(b"got " + data)        # the other direction still works
+            await writer.drain()
+            writer.close()
+
+        srv = await asyncio.start_server(handler, "127.0.0.1", 0)
+        reader, writer = await asyncio.open_connection(*srv.sockets[0].getsockname())
+        assert writer.can_write_eof() is True
+        writer.write(b"request")
+        writer.write_eof()
+        assert writer.transport.is_closing() is False
+        reply = await reader.read()
+        at_eof = reader.at_eof()
+        writer.close()
+        await writer.wait_closed()
+        await close_server(srv)
+        return reply, at_eof
+
+    assert run(loop, main()) == (b"got request", True)
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("keep_open", [True, False])
+def test_protocol_eof_received_return_value(loop, keep_open):
+    """eof_received() returning true keeps the transport half-open; a false
+    value closes it (connection_lost(None) follows)."""
+    async def main():
+        server_proto = RecordingProtocol(loop)
+        server_proto.eof_result = keep_open
+        srv = await loop.create_server(lambda: server_proto, "127.0.0.1", 0)
+        reader, writer = await asyncio.open_connection(*srv.sockets[0].getsockname())
+        await server_proto.made
+        writer.write(b"question")
+        writer.write_eof()
+        data = await server_proto.eof
+        await spin(3)
+        closing = server_proto.transport.is_closing()
+        if keep_open:
+            assert not server_proto.lost.done()
+            server_proto.transport.write(b"answer")
+            server_proto.transport.close()
+        reply = await reader.read()
+        lost = await server_proto.lost
+        writer.close()
+        await writer.wait_closed()
+        await close_server(srv)
+        return data, closing, reply, lost, server_proto.events
+
+    data, closing, reply, lost, events = run(loop, main())
+    assert data == b"question"
+    assert closing is (not keep_open)
+    assert reply == (b"answer" if keep_open else b"")
+    assert lost is None
+    assert events == ["made", "data", "eof", "lost"]
+
+
+class FailingProtocol(asyncio.Protocol):
+    def __init__(self, loop):
+        self.lost = loop.create_future()
+        self.error = ZeroDivisionError("boom in data_received")
+
+    def connection_made(self, transport):
+        self.transport = transport
+
+    def data_received(self, data):
+        raise self.error
+
+    def connection_lost(self, exc):
+        self.lost.set_result(exc)
+
+
+@pytest.mark.timeout(30)
+def test_exception_in_data_received_goes_to_the_exception_handler(loop):
+    contexts = []
+    loop.set_exception_handler(lambda lp, ctx: contexts.append(ctx))
+
+    async def main():
+        proto = FailingProtocol(loop)
+        srv = await loop.create_server(lambda: proto, "127.0.0.1", 0)
+        reader, writer = await asyncio.open_connection(*srv.sockets[0].getsockname())
+        writer.write(b"trigger")
+        lost = await proto.lost
+        # The transport was closed: the client sees EOF.
+        eof = await reader.read()
+        # And the loop keeps running.
+        await asyncio.sleep(0)
+        after = await loop.run_in_executor(None, lambda: "still running")
+        writer.close()
+        await writer.wait_closed()
+        await close_server(srv)
+        return proto, lost, eof, after
+
+    proto, lost, eof, after = run(loop, main())
+    assert lost is proto.error
+    assert eof == b""
+    assert after == "still running"
+    assert len(contexts) == 1
+    ctx = contexts[0]
+    assert ctx["message"] == "Fatal error: protocol.data_received() call failed."
+    assert ctx["exception"] is proto.error
+    assert ctx["protocol"] is proto
+    assert ctx["transport"] is proto.transport
+    assert proto.transport.is_closing()
+
+
+@pytest.mark.timeout(30)
+def test_exception_in_data_received_is_logged_by_the_default_handler(loop, caplog):
+    # The default exception handler logs the message, the context (with the
+    # transport's repr) and the traceback.
+    async def main():
+        proto = FailingProtocol(loop)
+        srv = await loop.create_server(lambda: proto, "127.0.0.1", 0)
+        reader, writer = await asyncio.open_connection(*srv.sockets[0].getsockname())
+        writer.write(b"trigger")
+        await proto.lost
+        await reader.read()
+        writer.close()
+        await writer.wait_closed()
+        await close_server(srv)
+        return proto
+
+    with caplog.at_level(logging.ERROR, logger="asyncio"):
+        proto = run(loop, main())
+    records = [r for r in caplog.records if r.name == "asyncio"]
+    assert len(records) == 1, [r.getMessage() for r in records]
+    message = records[0].getMessage()
+    assert message.startswith("Fatal error: protocol.data_received() call failed.")
+    assert "transport: <_SelectorSocketTransport" in message
+    assert records[0].exc_info[1] is proto.error
+
+
+def _repr_or_error(obj):
+    try:
+        return repr(obj)
+    except Exception as exc:            # reported by the assertion, after cleanup
+        return exc
+
+
+@pytest.mark.timeout(30)
+def test_socket_transport_repr(loop):
+    async def main():
+        srv, handler = await echo_server()
+        reader, writer = await asyncio.open_connection(*srv.sockets[0].getsockname())
+        fd = writer.get_extra_info("socket").fileno()
+        open_repr = _repr_or_error(writer.transport)
+        writer.transport.pause_reading()
+        paused_repr = _repr_or_error(writer.transport)
+        writer.transport.resume_reading()
+        writer.close()
+        closing_repr = _repr_or_error(writer.transport)
+        await writer.wait_closed()
+        await handler.wait_done(1)
+        await close_server(srv)
+        return fd, open_repr, paused_repr, closing_repr
+
+    fd, open_repr, paused_repr, closing_repr = run(loop, main())
+    assert open_repr == f"<_SelectorSocketTransport fd={fd} read=polling write=<idle, bufsize=0>>"
+    assert paused_repr == f"<_SelectorSocketTransport fd={fd} read=idle write=<idle, bufsize=0>>"
+    assert isinstance(closing_repr, str)
+    assert closing_repr.startswith("<_SelectorSocketTransport closing fd=")
+
+
+@pytest.mark.timeout(30)
+def test_unclosed_transport_warns(loop, sockpair):
+    a, b = sockpair
+
+    async def main():
+        tr, pr = await loop.connect_accepted_socket(asyncio.Protocol, a)
+        tr.pause_reading()          # the loop no longer references it
+
+    run(loop, main())
+    with pytest.warns(ResourceWarning, match="unclosed transport <_SelectorSocketTransport"):
+        gc.collect()
+    # The transport closed its socket when it was collected.
+    assert a.fileno() == -1
+
+
+@pytest.mark.timeout(30)
+def test_buffered_protocol_with_tiny_buffer(loop):
+    payload = os.urandom(10000)
+
+    class Tiny(asyncio.BufferedProtocol):
+        def __init__(self):
+            self.buf = bytearray(7)
+            self.got = bytearray()
+            self.sizes = set()
+            self.calls = 0
+            self.done = loop.create_future()
+            self.events = []
+
+        def connection_made(self, transport):
+            self.events.append("made")
+
+        def get_buffer(self, sizehint):
+            self.calls += 1
+            return memoryview(self.buf)
+
+        def buffer_updated(self, nbytes):
+            self.sizes.add(nbytes)
+            self.got += self.buf[:nbytes]
+
+        def eof_received(self):
+            self.events.append("eof")
+            self.done.set_result(bytes(self.got))
+
+        def connection_lost(self, exc):
+            self.events.append(("lost", exc))
+
+    async def main():
+        proto = Tiny()
+        srv = await loop.create_server(lambda: proto, "127.0.0.1", 0)
+        reader, writer = await asyncio.open_connection(*srv.sockets[0].getsockname())
+        writer.write(payload)
+        writer.write_eof()
+        got = await proto.done
+        writer.close()
+        await writer.wait_closed()
+        await spin(3)
+        await close_server(srv)
+        return proto, got
+
+    proto, got = run(loop, main())
+    assert got == payload
+    assert max(proto.sizes) == 7
+    assert proto.calls >= len(payload) // 7
+    assert proto.events == ["made", "eof", ("lost", None)]
+
+
+@pytest.mark.timeout(30)
+def test_get_extra_info(loop):
+    async def main():
+        srv, handler = await echo_server()
+        addr = srv.sockets[0].getsockname()
+        reader, writer = await asyncio.open_connection(*addr)
+        tr = writer.transport
+        sock = tr.get_extra_info("socket")
+        info = {
+            "sockname": tr.get_extra_info("sockname"),
+            "peername": tr.get_extra_info("peername"),
+            "sock_sockname": sock.getsockname(),
+            "sock_peername": sock.getpeername(),
+            "family": sock.family,
+            "type": sock.type,
+            "fileno_ok": sock.fileno() >= 0,
+            "sock_type_name": type(sock).__name__,
+            "peercert": tr.get_extra_info("peercert"),
+            "sslcontext": tr.get_extra_info("sslcontext"),
+            "missing": tr.get_extra_info("no-such-key", "default"),
+            "server_peer": None,
+        }
+        while not handler.writers:
+            await asyncio.sleep(0)
+        server_writer = handler.writers[0]
+        info["server_peer"] = server_writer.get_extra_info("peername")
+        info["server_sockname"] = server_writer.get_extra_info("sockname")
+        writer.close()
+        await writer.wait_closed()
+        await handler.wait_done(1)
+        await close_server(srv)
+        return addr, info
+
+    addr, info = run(loop, main())
+    assert info["peername"] == addr
+    assert info["sockname"][0] == "127.0.0.1"
+    assert info["sock_sockname"] == info["sockname"]
+    assert info["sock_peername"] == info["peername"]
+    assert info["family"] == socket.AF_INET
+    assert info["type"] == socket.SOCK_STREAM
+    assert info["fileno_ok"]
+    assert info["sock_type_name"] == "TransportSocket"
+    assert info["peercert"] is None
+    assert info["sslcontext"] is None
+    assert info["missing"] == "default"
+    assert info["server_peer"] == info["sockname"]
+    assert info["server_sockname"] == addr
+
+
+@pytest.mark.timeout(30)
+def test_pause_and_resume_reading(loop):
+    async def main():
+        server_proto = RecordingProtocol(loop)
+        srv = await loop.create_server(lambda: server_proto, "127.0.0.1", 0)
+        reader, writer = await asyncio.open_connection(*srv.sockets[0].getsockname())
+        tr = await server_proto.made
+        states = [tr.is_reading()]
+        tr.pause_reading()
+        tr.pause_reading()                  # a no-op when already paused
+        states.append(tr.is_reading())
+        writer.write(b"while paused")
+        await writer.drain()
+        await spin(10)
+        during = bytes(server_proto.data)
+        tr.resume_reading()
+        tr.resume_reading()                 # a no-op when already reading
+        states.append(tr.is_reading())
+        while len(server_proto.data) < len(b"while paused"):
+            await asyncio.sleep(0)
+        after = bytes(server_proto.data)
+        tr.close()
+        states.append(tr.is_reading())
+        await server_proto.lost
+        writer.close()
+        await writer.wait_closed()
+        await close_server(srv)
+        return states, during, after
+
+    states, during, after = run(loop, main())
+    assert states == [True, False, True, False]
+    assert during == b""
+    assert after == b"while paused"
+
+
+@pytest.mark.timeout(30)
+def test_write_buffer_limits_and_flow_control_callbacks(loop):
+    total = 4 * 1024 * 1024
+    chunk = b"x" * 65536
+
+    async def main():
+        server_proto = RecordingProtocol(loop)
+        lsock = socket.socket()
+        lsock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16384)
+        lsock.bind(("127.0.0.1", 0))
+        srv = await loop.create_server(lambda: server_proto, sock=lsock)
+        csock = socket.socket()
+        csock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 16384)
+        csock.setblocking(False)
+        await loop.sock_connect(csock, lsock.getsockname())
+        client_proto = RecordingProtocol(loop)
+        tr, _ = await loop.create_connection(lambda: client_proto, sock=csock)
+        server_tr = await server_proto.made
+        server_tr.pause_reading()
+        tr.set_write_buffer_limits(high=4096, low=1024)
+        limits = tr.get_write_buffer_limits()
+        for _ in range(total // len(chunk)):
+            tr.write(chunk)
+        size_paused = tr.get_write_buffer_size()
+        events_paused = list(client_proto.events)
+        server_tr.resume_reading()
+        while len(server_proto.data) < total:
+            await asyncio.sleep(0)
+        await spin(3)
+        size_end = tr.get_write_buffer_size()
+        events_end = list(client_proto.events)
+        tr.close()
+        await client_proto.lost
+        await server_proto.lost
+        await close_server(srv)
+        return limits, size_paused, events_paused, size_end, events_end, len(server_proto.data)
+
+    limits, size_paused, events_paused, size_end, events_end, received = run(loop, main())
+    assert limits == (1024, 4096)
+    assert size_paused > 4096
+    assert events_paused == ["made", "pause_writing"]
+    assert size_end == 0
+    assert events_end == ["made", "pause_writing", "resume_writing"]
+    assert received == total
+
+
+@pytest.mark.timeout(30)
+def test_set_write_buffer_limits_validation(loop, sockpair):
+    a, b = sockpair
+
+    async def main():
+        tr, pr = await loop.connect_accepted_socket(asyncio.Protocol, a)
+        try:
+            with pytest.raises(ValueError, match=r"high \(1\) must be >= low \(2\) must be >= 0"):
+                tr.set_write_buffer_limits(high=1, low=2)
+            tr.set_write_buffer_limits(high=100)
+            first = tr.get_write_buffer_limits()
+            tr.set_write_buffer_limits(low=8)
+            second = tr.get_write_buffer_limits()
+            tr.set_write_buffer_limits()
+            third = tr.get_write_buffer_limits()
+        finally:
+            tr.close()
+            await spin(2)
+        return first, second, third
+
+    assert run(loop, main()) == ((25, 100), (8, 32), (16384, 65536))
+
+
+def _buffering_connection_setup():
+    lsock = socket.socket()
+    lsock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16384)
+    lsock.bind(("127.0.0.1", 0))
+    lsock.listen(1)
+    csock = socket.socket()
+    csock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 16384)
+    csock.connect(lsock.getsockname())
+    ssock, _ = lsock.accept()
+    lsock.close()
+    csock.setblocking(False)
+    ssock.setblocking(False)
+    return csock, ssock
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("how", ["close", "abort"])
+def test_close_flushes_abort_discards(loop, how):
+    total = 2 * 1024 * 1024
+    payload = os.urandom(total)
+    csock, ssock = _buffering_connection_setup()
+
+    async def main():
+        proto = RecordingProtocol(loop)
+        tr, _ = await loop.create_connection(lambda: proto, sock=csock)
+        tr.write(payload)
+        buffered = tr.get_write_buffer_size()
+        getattr(tr, how)()
+        closing = tr.is_closing()
+        got = bytearray()
+        while True:
+            data = await loop.sock_recv(ssock, 65536)
+            if not data:
+                break
+            got += data
+        lost = await proto.lost
+        return buffered, closing, bytes(got), lost, proto.events
+
+    try:
+        buffered, closing, got, lost, events = run(loop, main())
+    finally:
+        ssock.close()
+        csock.close()
+    assert buffered > 0
+    assert closing is True
+    assert lost is None
+    if how == "close":
+        # Draining the buffer below the low-water mark resumes the protocol.
+        assert events == ["made", "pause_writing", "resume_writing", "lost"]
+    else:
+        assert events == ["made", "pause_writing", "lost"]
+    if how == "close":
+        assert got == payload               # nothing lost
+    else:
+        assert len(got) < total             # the transport's buffer was dropped
+        assert payload.startswith(got)
+
+
+@pytest.mark.timeout(30)
+def test_connection_lost_on_peer_reset(loop):
+    async def main():
+        server_proto = RecordingProtocol(loop)
+        srv = await loop.create_server(lambda: server_proto, "127.0.0.1", 0)
+        client = socket.socket()
+        client.setblocking(False)
+        await loop.sock_connect(client, srv.sockets[0].getsockname())
+        await server_proto.made
+        await loop.sock_sendall(client, b"before reset")
+        while len(server_proto.data) < 12:
+            await asyncio.sleep(0)
+        client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+        client.close()                      # RST, not FIN
+        exc = await server_proto.lost
+        await close_server(srv)
+        return exc, server_proto.events, bytes(server_proto.data)
+
+    exc, events, data = run(loop, main())
+    assert type(exc) is ConnectionResetError
+    assert exc.errno == errno.ECONNRESET
+    assert events == ["made", "data", "lost"]
+    assert data == b"before reset"
+
+
+@pytest.mark.timeout(30)
+def test_stream_reader_sees_peer_reset(loop):
+    async def main():
+        accepted = loop.create_future()
+
+        async def handler(reader, writer):
+            accepted.set_result(writer)
+
+        srv = await asyncio.start_server(handler, "127.0.0.1", 0)
+        reader, writer = await asyncio.open_connection(*srv.sockets[0].getsockname())
+        server_writer = await accepted
+        sock = server_writer.get_extra_info("socket")
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+        server_writer.transport.abort()
+        with pytest.raises(ConnectionResetError) as info:
+            await reader.read(100)
+        writer.close()
+        with pytest.raises(ConnectionResetError):
+            await writer.wait_closed()
+        await close_server(srv)
+        return info.value.errno
+
+    assert run(loop, main()) == errno.ECONNRESET
+
+
+@pytest.mark.timeout(60)
+def test_many_concurrent_connections(loop):
+    n = 200
+
+    async def client(host, port, i):
+        reader, writer = await asyncio.open_connection(host, port)
+        msg = f"client {i:03d}\n".encode() * (i % 7 + 1)
+        writer.write(msg)
+        await writer.drain()
+        got = await reader.readexactly(len(msg))
+        writer.close()
+        await writer.wait_closed()
+        return got == msg
+
+    async def main():
+        srv, handler = await echo_server(backlog=n)
+        host, port = srv.sockets[0].getsockname()[:2]
+        results = await asyncio.gather(*(client(host, port, i) for i in range(n)))
+        await handler.wait_done(n)
+        await close_server(srv)
+        return results, len(handler.writers)
+
+    results, accepted = run(loop, main(), timeout=50)
+    assert results == [True] * n
+    assert accepted == n
+
+
+@pytest.mark.timeout(30)
+def test_context_of_protocol_callbacks(loop):
+    """Protocol callbacks run in copies of the context current when the
+    transport registered them: the server's from create_server(), the client's
+    from create_connection(); what a callback sets stays in its own copy."""
+    var = contextvars.ContextVar("var", default="unset")
+    log = []
+
+    class Proto(asyncio.Protocol):
+        def __init__(self, name):
+            self.name = name
+            self.got = loop.create_future()
+            self.lost = loop.create_future()
+
+        def connection_made(self, transport):
+            self.transport = transport
+            log.append((self.name, "made", var.get()))
+            var.set(self.name + "-made")
+
+        def data_received(self, data):
+            log.append((self.name, "data", var.get()))
+            var.set(self.name + "-data")
+            if self.name == "server":
+                self.transport.write(data)
+            elif not self.got.done():
+                self.got.set_result(data)
+
+        def eof_received(self):
+            log.append((self.name, "eof", var.get()))
+
+        def connection_lost(self, exc):
+            log.append((self.name, "lost", var.get()))
+            self.lost.set_result(exc)
+
+    async def main():
+        var.set("server-creator")
+        server_proto = Proto("server")
+        srv = await loop.create_server(lambda: server_proto, "127.0.0.1", 0)
+
+        async def client():
+            var.set("client-task")
+            proto = Proto("client")
+            tr, _ = await loop.create_connection(lambda: proto, *srv.sockets[0].getsockname())
+            var.set("client-after-connect")
+            tr.write(b"x")
+            await proto.got
+            proto.got = loop.create_future()
+            tr.write(b"y")
+            await proto.got
+            tr.close()
+            await proto.lost
+            await server_proto.lost
+
+        await asyncio.create_task(client())
+        log.append(("main", var.get()))
+        await close_server(srv)
+
+    run(loop, main())
+    assert log == [
+        ("server", "made", "server-creator"),
+        ("client", "made", "client-task"),
+        ("server", "data", "server-creator"),
+        ("client", "data", "client-task"),
+        ("server", "data", "server-data"),
+        ("client", "data", "client-data"),
+        ("client", "lost", "client-after-connect"),
+        ("server", "eof", "server-data"),
+        ("server", "lost", "server-data"),
+        ("main", "server-creator"),
+    ]
+
+
+@pytest.mark.timeout(30)
+def test_debug_mode_logs_connections(loop, caplog):
+    # In debug mode asyncio logs each connection with the transport's repr.
+    loop.set_debug(True)
+
+    async def main():
+        protos = []
+
+        def factory():
+            protos.append(RecordingProtocol(loop))
+            return protos[-1]
+
+        srv = await loop.create_server(factory, "127.0.0.1", 0)
+        addr = srv.sockets[0].getsockname()
+        try:
+            await loop.create_connection(factory, *addr)
+        except Exception as exc:        # reported below, after cleanup
+            error = exc
+        else:
+            error = None
+        for proto in protos:
+            proto.transport.close()
+        for proto in protos:
+            await proto.lost
+        await close_server(srv)
+        return addr, error
+
+    with caplog.at_level(logging.DEBUG, logger="asyncio"):
+        addr, error = run(loop, main())
+    assert error is None
+    lines = [line for line in caplog.text.splitlines()
+             if f" connected to 127.0.0.1:{addr[1]}: (" in line]
+    assert len(lines) == 1, caplog.text
+    assert "(<_SelectorSocketTransport fd=" in lines[0]
+
+
+# ===================================================================== servers
+
+@pytest.mark.timeout(30)
+def test_create_server_host_none(loop):
+    async def main():
+        tracker = ServerTracker(loop)
+        srv = await loop.create_server(tracker, None, 0)
+        families = {s.family for s in srv.sockets}
+        v4 = [s for s in srv.sockets if s.family == socket.AF_INET]
+        bound, port = v4[0].getsockname()
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        peer = writer.get_extra_info("peername")
+        writer.close()
+        await writer.wait_closed()
+        await tracker.wait_closed(1)
+        await close_server(srv)
+        return families, bound, peer, port
+
+    families, bound, peer, port = run(loop, main())
+    assert socket.AF_INET in families
+    assert families <= {socket.AF_INET, socket.AF_INET6}
+    assert bound == "0.0.0.0"
+    assert peer == ("127.0.0.1", port)
+
+
+@pytest.mark.timeout(30)
+def test_create_server_host_list(loop):
+    hosts = ["127.0.0.1", "::1"] if HAS_IPV6 else ["127.0.0.1", "localhost"]
+
+    async def main():
+        srv = await loop.create_server(asyncio.Protocol, hosts, 0)
+        names = sorted(s.getsockname()[0] for s in srv.sockets)
+        ports = [s.getsockname()[1] for s in srv.sockets]
+        await close_server(srv)
+        return names, ports
+
+    names, ports = run(loop, main())
+    if HAS_IPV6:
+        assert names == ["127.0.0.1", "::1"]
+    else:
+        assert "127.0.0.1" in names
+    assert all(p > 0 for p in ports)
+
+
+@pytest.mark.timeout(30)
+def test_create_server_with_sock(loop):
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    addr = sock.getsockname()
+
+    async def main():
+        tracker = ServerTracker(loop)
+        srv = await loop.create_server(tracker, sock=sock)
+        same = srv.sockets[0].getsockname() == addr and srv.sockets[0].fileno() == sock.fileno()
+        reader, writer = await asyncio.open_connection(*addr)
+        writer.close()
+        await writer.wait_closed()
+        await tracker.wait_closed(1)
+        await close_server(srv)
+        return same, sock.fileno()
+
+    same, fileno_after = run(loop, main())
+    assert same
+    assert fileno_after == -1           # the server closed the socket it was given
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("reuse_address", [True, False])
+def test_create_server_reuse_address(loop, reuse_address):
+    async def main():
+        srv = await loop.create_server(asyncio.Protocol, "127.0.0.1", 0,
+                                       reuse_address=reuse_address)
+        value = srv.sockets[0].getsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR)
+        await close_server(srv)
+        return value
+
+    assert bool(run(loop, main())) is reuse_address
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.skipif(not hasattr(socket, "SO_REUSEPORT"), reason="no SO_REUSEPORT")
+def test_create_server_reuse_port(loop):
+    async def main():
+        srv1 = await loop.create_server(asyncio.Protocol, "127.0.0.1", 0, reuse_port=True)
+        port = srv1.sockets[0].getsockname()[1]
+        srv2 = await loop.create_server(asyncio.Protocol, "127.0.0.1", port, reuse_port=True)
+        values = [s.sockets[0].getsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT) for s in (srv1, srv2)]
+        with pytest.raises(OSError) as info:
+            await loop.create_server(asyncio.Protocol, "127.0.0.1", port)
+        await close_server(srv1)
+        await close_server(srv2)
+        return values, info.value.errno
+
+    values, err = run(loop, main())
+    assert all(values)
+    assert err == errno.EADDRINUSE
+
+
+@pytest.mark.timeout(30)
+def test_create_server_address_in_use(loop):
+    async def main():
+        srv = await loop.create_server(asyncio.Protocol, "127.0.0.1", 0)
+        port = srv.sockets[0].getsockname()[1]
+        try:
+            with pytest.raises(OSError) as info:
+                await loop.create_server(asyncio.Protocol, "127.0.0.1", port)
+        finally:
+            await close_server(srv)
+        return port, info.value
+
+    port, exc = run(loop, main())
+    assert exc.errno == errno.EADDRINUSE
+    assert f"('127.0.0.1', {port})" in str(exc)
+    assert "address already in use" in str(exc)
+
+
+@pytest.mark.timeout(30)
+def test_start_serving_false_then_start_serving(loop):
+    async def main():
+        tracker = ServerTracker(loop)
+        srv = await loop.create_server(tracker, "127.0.0.1", 0, start_serving=False)
+        addr = srv.sockets[0].getsockname()
+        before = srv.is_serving()
+        probe = socket.socket()
+        probe.setblocking(False)
+        try:
+            # Not listening yet: the connection is refused.
+            with pytest.raises(ConnectionRefusedError):
+                await loop.sock_connect(probe, addr)
+        finally:
+            probe.close()
+        await srv.start_serving()
+        after = srv.is_serving()
+        await srv.start_serving()           # idempotent
+        reader, writer = await asyncio.open_connection(*addr)
+        writer.close()
+        await writer.wait_closed()
+        await tracker.wait_closed(1)
+        await close_server(srv)
+        return before, after, srv.is_serving()
+
+    assert run(loop, main()) == (False, True, False)
+
+
+@pytest.mark.timeout(30)
+def test_server_api(loop):
+    async def main():
+        srv = await loop.create_server(asyncio.Protocol, "127.0.0.1", 0)
+        assert isinstance(srv, asyncio.AbstractServer)
+        assert srv.get_loop() is loop
+        socks = srv.sockets
+        assert isinstance(socks, tuple) and len(socks) == 1
+        assert type(socks[0]).__name__ == "TransportSocket"
+        assert srv.is_serving() is True
+        assert repr(srv) == f"<Server sockets={socks!r}>"
+        srv.close()
+        assert srv.is_serving() is False
+        await srv.wait_closed()
+        assert srv.sockets == ()
+        srv.close()                         # closing again is fine
+        await srv.wait_closed()
+        return True
+
+    assert run(loop, main())
+
+
+@pytest.mark.timeout(30)
+def test_serve_forever_cancelled(loop):
+    async def main():
+        srv = await loop.create_server(asyncio.Protocol, "127.0.0.1", 0, start_serving=False)
+        task = asyncio.ensure_future(srv.serve_forever())
+        await spin(3)
+        serving = srv.is_serving()
+        with pytest.raises(RuntimeError, match="is already being awaited on serve_forever"):
+            await srv.serve_forever()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        await srv.wait_closed()
+        return serving, srv.is_serving(), srv.sockets
+
+    assert run(loop, main()) == (True, False, ())
+
+
+@pytest.mark.timeout(30)
+def test_server_async_with(loop):
+    async def main():
+        srv = await loop.create_server(asyncio.Protocol, "127.0.0.1", 0)
+        async with srv as entered:
+            same = entered is srv
+            serving = srv.is_serving()
+        return same, serving, srv.is_serving(), srv.sockets
+
+    assert run(loop, main()) == (True, True, False, ())
+
+
+@pytest.mark.timeout(30)
+def test_serve_forever_on_a_closed_server(loop):
+    async def main():
+        srv = await loop.create_server(asyncio.Protocol, "127.0.0.1", 0)
+        await close_server(srv)
+        with pytest.raises(RuntimeError, match=r"is closed"):
+            await srv.serve_forever()
+
+    run(loop, main())
+
+
+# =========================================================== unix sockets
+
+@pytest.mark.timeout(30)
+def test_unix_server_and_connection(loop, short_tmp):
+    path = str(short_tmp / "sock")
+
+    async def main():
+        handler = EchoServer()
+        srv = await asyncio.start_unix_server(handler.handle, path)
+        sockname = srv.sockets[0].getsockname()
+        family = srv.sockets[0].family
+        reader, writer = await asyncio.open_unix_connection(path)
+        peer = writer.get_extra_info("peername")
+        writer.write(b"over unix")
+        got = await reader.readexactly(9)
+        writer.close()
+        await writer.wait_closed()
+        await handler.wait_done(1)
+        await close_server(srv)
+        return sockname, family, peer, got
+
+    sockname, family, peer, got = run(loop, main())
+    assert sockname == path
+    assert family == socket.AF_UNIX
+    assert peer == path
+    assert got == b"over unix"
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="abstract namespace is Linux-only")
+def test_unix_server_address_in_use(loop):
+    # (A socket file in the filesystem is replaced instead: see below.)
+    path = f"\0fastloop-busy-{os.getpid()}-{id(loop)}"
+
+    async def main():
+        srv = await loop.create_unix_server(asyncio.Protocol, path)
+        try:
+            with pytest.raises(OSError) as info:
+                await loop.create_unix_server(asyncio.Protocol, path)
+        finally:
+            await close_server(srv)
+        return info.value
+
+    exc = run(loop, main())
+    assert exc.errno == errno.EADDRINUSE
+    assert str(exc) == f"[Errno {errno.EADDRINUSE}] Address {path!r} is already in use"
+
+
+@pytest.mark.timeout(30)
+def test_unix_server_replaces_an_existing_socket_file(loop, short_tmp):
+    path = str(short_tmp / "stale")
+    stale = socket.socket(socket.AF_UNIX)
+    stale.bind(path)
+    stale.close()                       # the file stays, nobody listens
+    assert os.path.exists(path)
+
+    async def main():
+        srv = await loop.create_unix_server(asyncio.Protocol, path)
+        reader, writer = await asyncio.open_unix_connection(path)
+        writer.close()
+        await writer.wait_closed()
+        await close_server(srv)
+        return True
+
+    assert run(loop, main())
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="abstract namespace is Linux-only")
+def test_unix_abstract_namespace(loop):
+    name = f"\0fastloop-test-{os.getpid()}-{id(loop)}"
+
+    async def main():
+        handler = EchoServer()
+        srv = await asyncio.start_unix_server(handler.handle, name)
+        sockname = srv.sockets[0].getsockname()
+        reader, writer = await asyncio.open_unix_connection(name)
+        writer.write(b"abstract")
+        got = await reader.readexactly(8)
+        writer.close()
+        await writer.wait_closed()
+        await handler.wait_done(1)
+        await close_server(srv)
+        return sockname, got
+
+    sockname, got = run(loop, main())
+    assert sockname == name.encode()
+    assert got == b"abstract"
+
+
+@pytest.mark.timeout(30)
+def test_open_unix_connection_to_missing_path(loop, short_tmp):
+    path = str(short_tmp / "missing")
+    with pytest.raises(FileNotFoundError) as info:
+        run(loop, asyncio.open_unix_connection(path))
+    assert info.value.errno == errno.ENOENT
+
+
+@pytest.mark.timeout(30)
+def test_connect_accepted_socket(loop, sockpair):
+    a, b = sockpair
+
+    async def main():
+        proto = RecordingProtocol(loop)
+        tr, pr = await loop.connect_accepted_socket(lambda: proto, a)
+        assert pr is proto
+        assert proto.events == ["made"]
+        assert tr.get_extra_info("socket").fileno() == a.fileno()
+        await loop.sock_sendall(b, b"from peer")
+        while len(proto.data) < 9:
+            await asyncio.sleep(0)
+        tr.write(b"to peer")
+        reply = await loop.sock_recv(b, 100)
+        b.shutdown(socket.SHUT_WR)
+        data = await proto.eof
+        lost = await proto.lost
+        return data, reply, lost, proto.events
+
+    data, reply, lost, events = run(loop, main())
+    assert data == b"from peer"
+    assert reply == b"to peer"
+    assert lost is None
+    assert events == ["made", "data", "eof", "lost"]
+    assert a.fileno() == -1             # the transport closed it
+
+
+@pytest.mark.timeout(30)
+def test_connect_accepted_socket_rejects_datagram_sockets(loop):
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        with pytest.raises(ValueError, match="A Stream Socket was expected"):
+            run(loop, loop.connect_accepted_socket(asyncio.Protocol, sock))
+    finally:
+        sock.close()
+
+
+# ==================================================================== sendfile
+
+@pytest.fixture
+def data_file(tmp_path):
+    content = os.urandom(300 * 1024 + 123)
+    path = tmp_path / "payload.bin"
+    path.write_bytes(content)
+    with open(path, "rb") as f:
+        yield f, content
+
+
+async def _recv_all(loop, sock, n):
+    got = bytearray()
+    while len(got) < n:
+        data = await loop.sock_recv(sock, 65536)
+        if not data:
+            break
+        got += data
+    return bytes(got)
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("mode", ["native", "fallback"])
+def test_sock_sendfile(loop, tcp_pair, data_file, mode):
+    client, server = tcp_pair
+    f, content = data_file
+    src = f if mode == "native" else io.BytesIO(content)
+
+    async def main():
+        receiver = asyncio.ensure_future(_recv_all(loop, server, len(content)))
+        sent = await loop.sock_sendfile(client, src, fallback=(mode == "fallback"))
+        return sent, await receiver
+
+    sent, got = run(loop, main())
+    assert sent == len(content)
+    assert got == content
+    assert src.tell() == len(content)
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("mode", ["native", "fallback"])
+def test_sock_sendfile_offset_and_count(loop, tcp_pair, data_file, mode):
+    client, server = tcp_pair
+    f, content = data_file
+    src = f if mode == "native" else io.BytesIO(content)
+
+    async def main():
+        receiver = asyncio.ensure_future(_recv_all(loop, server, 5000))
+        sent = await loop.sock_sendfile(client, src, 1000, 5000, fallback=(mode == "fallback"))
+        return sent, await receiver
+
+    sent, got = run(loop, main())
+    assert sent == 5000
+    assert got == content[1000:6000]
+    assert src.tell() == 6000
+
+
+@pytest.mark.timeout(30)
+def test_sock_sendfile_not_available_without_fallback(loop, tcp_pair):
+    client, server = tcp_pair
+    with pytest.raises(asyncio.SendfileNotAvailableError, match="not a regular file"):
+        run(loop, loop.sock_sendfile(client, io.BytesIO(b"data"), fallback=False))
+
+
+@pytest.mark.timeout(30)
+def test_sock_sendfile_argument_checks(loop, tcp_pair, data_file):
+    client, server = tcp_pair
+    f, content = data_file
+    udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    udp.setblocking(False)
+    try:
+        with pytest.raises(ValueError, match="only SOCK_STREAM type sockets are supported"):
+            run(loop, loop.sock_sendfile(udp, f))
+        with pytest.raises(ValueError, match="offset must be a non-negative integer"):
+            run(loop, loop.sock_sendfile(client, f, -1))
+        with pytest.raises(ValueError, match="count must be a positive integer"):
+            run(loop, loop.sock_sendfile(client, f, 0, 0))
+        with pytest.raises(TypeError, match="count must be a positive integer"):
+            run(loop, loop.sock_sendfile(client, f, 0, "1"))
+    finally:
+        udp.close()
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("mode", ["native", "fallback"])
+def test_loop_sendfile_on_a_transport(loop, data_file, mode):
+    f, content = data_file
+    src = f if mode == "native" else io.BytesIO(content)
+
+    async def main():
+        server_proto = RecordingProtocol(loop)
+        srv = await loop.create_server(lambda: server_proto, "127.0.0.1", 0)
+        client_proto = RecordingProtocol(loop)
+        tr, _ = await loop.create_connection(lambda: client_proto, *srv.sockets[0].getsockname())
+        tr.write(b"header:")
+        sent = await loop.sendfile(tr, src, fallback=(mode == "fallback"))
+        tr.write(b":trailer")
+        reading = tr.is_reading()
+        tr.close()
+        received = await server_proto.eof
+        await client_proto.lost
+        await server_proto.lost
+        await close_server(srv)
+        return sent, received, reading
+
+    sent, received, reading = run(loop, main())
+    assert sent == len(content)
+    assert received == b"header:" + content + b":trailer"
+    assert reading is True
+    assert src.tell() == len(content)
+
+
+@pytest.mark.timeout(30)
+def test_loop_sendfile_not_available_without_fallback(loop):
+    async def main():
+        tracker = ServerTracker(loop)
+        srv = await loop.create_server(tracker, "127.0.0.1", 0)
+        tr, _ = await loop.create_connection(asyncio.Protocol, *srv.sockets[0].getsockname())
+        try:
+            with pytest.raises(asyncio.SendfileNotAvailableError, match="not a regular file"):
+                await loop.sendfile(tr, io.BytesIO(b"abc"), fallback=False)
+            # The transport is usable after the refusal.
+            assert tr.is_reading()
+            assert not tr.is_closing()
+        finally:
+            tr.close()
+            await tracker.wait_closed(1)
+            await close_server(srv)
+
+    run(loop, main())
+
+
+# ========================================================================= DNS
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("host", ["127.0.0.1", "localhost"])
+def test_getaddrinfo_matches_socket_module(loop, host):
+    kwargs = dict(family=socket.AF_INET, type=socket.SOCK_STREAM)
+    result = run(loop, loop.getaddrinfo(host, 8080, **kwargs))
+    assert result == socket.getaddrinfo(host, 8080, **kwargs)
+    assert (socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP, "",
+            ("127.0.0.1", 8080)) in result
+
+
+@pytest.mark.timeout(30)
+def test_getaddrinfo_numeric_passthrough_and_errors(loop):
+    result = run(loop, loop.getaddrinfo("127.0.0.1", "80", type=socket.SOCK_DGRAM,
+                                        flags=socket.AI_NUMERICHOST))
+    assert result == [(socket.AF_INET, socket.SOCK_DGRAM, socket.IPPROTO_UDP, "",
+                       ("127.0.0.1", 80))]
+    with pytest.raises(socket.gaierror) as info:
+        run(loop, loop.getaddrinfo("not an address", 80, flags=socket.AI_NUMERICHOST))
+    assert info.value.errno == socket.EAI_NONAME
+
+
+@pytest.mark.timeout(30)
+def test_getnameinfo(loop):
+    flags = socket.NI_NUMERICHOST | socket.NI_NUMERICSERV
+    assert run(loop, loop.getnameinfo(("127.0.0.1", 80), flags)) == ("127.0.0.1", "80")
+    assert run(loop, loop.getnameinfo(("127.0.0.1", 8080))) == \
+        socket.getnameinfo(("127.0.0.1", 8080), 0)
+
+
+# ==================================================== create_connection errors
+
+@pytest.mark.timeout(30)
+def test_create_connection_refused(loop):
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    with pytest.raises(OSError) as info:
+        run(loop, loop.create_connection(asyncio.Protocol, "127.0.0.1", port))
+    exc = info.value
+    assert isinstance(exc, ConnectionRefusedError)
+    assert exc.errno == errno.ECONNREFUSED
+    assert str(exc) == (f"[Errno {errno.ECONNREFUSED}] Connect call failed "
+                        f"('127.0.0.1', {port})")
+
+
+@pytest.mark.timeout(30)
+def test_create_connection_happy_eyeballs(loop):
+    if not HAS_IPV6:
+        pytest.skip("no IPv6 loopback")
+    # A name that resolves to ::1 first, then 127.0.0.1 (whatever /etc/hosts says).
+    real_getaddrinfo = loop.getaddrinfo
+
+    async def getaddrinfo(host, port, **kwargs):
+        if host != "dual.test":
+            return await real_getaddrinfo(host, port, **kwargs)
+        return [(socket.AF_INET6, socket.SOCK_STREAM, socket.IPPROTO_TCP, "", ("::1", port, 0, 0)),
+                (socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP, "", ("127.0.0.1", port))]
+
+    loop.getaddrinfo = getaddrinfo
+
+    async def main():
+        # Only 127.0.0.1 listens: ::1 is refused and the other attempt wins.
+        srv, handler = await echo_server("127.0.0.1")
+        port = srv.sockets[0].getsockname()[1]
+        reader, writer = await asyncio.open_connection(
+            "dual.test", port, happy_eyeballs_delay=0.05, interleave=1)
+        peer = writer.get_extra_info("peername")
+        writer.close()
+        await writer.wait_closed()
+        await handler.wait_done(1)
+        await close_server(srv)
+        errors = []
+        for delay in (None, 0.05):
+            with pytest.raises(OSError) as info:
+                await asyncio.open_connection("dual.test", port, happy_eyeballs_delay=delay)
+            errors.append(info.value)
+        return peer, port, errors
+
+    try:
+        peer, port, errors = run(loop, main())
+    finally:
+        del loop.getaddrinfo
+    assert peer == ("127.0.0.1", port)
+    # Both addresses refused: one OSError naming both attempts.
+    for exc in errors:
+        assert str(exc).startswith("Multiple exceptions: ")
+        assert f"Connect call failed ('::1', {port}, 0, 0)" in str(exc)
+        assert f"Connect call failed ('127.0.0.1', {port})" in str(exc)
+
+
+@pytest.mark.timeout(30)
+def test_open_connection_refused(loop):
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    with pytest.raises(ConnectionRefusedError) as info:
+        run(loop, asyncio.open_connection("127.0.0.1", port))
+    assert info.value.errno == errno.ECONNREFUSED
+
+
+@pytest.mark.timeout(30)
+def test_create_connection_local_addr(loop):
+    async def main():
+        srv, handler = await echo_server()
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            local_port = probe.getsockname()[1]
+        tr, pr = await loop.create_connection(asyncio.Protocol, *srv.sockets[0].getsockname(),
+                                              local_addr=("127.0.0.1", local_port))
+        sockname = tr.get_extra_info("sockname")
+        tr.close()
+        await handler.wait_done(1)
+        await close_server(srv)
+        return sockname, local_port
+
+    sockname, local_port = run(loop, main())
+    assert sockname == ("127.0.0.1", local_port)
+
+
+@pytest.mark.timeout(30)
+def test_create_connection_argument_errors(loop):
+    sock = socket.socket()
+    dgram = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        cases = [
+            (dict(), ValueError, "host and port was not specified and no sock specified"),
+            (dict(host="127.0.0.1", port=1, sock=sock), ValueError,
+             "host/port and sock can not be specified at the same time"),
+            (dict(host="127.0.0.1", port=1, ssl_handshake_timeout=1), ValueError,
+             "ssl_handshake_timeout is only meaningful with ssl"),
+            (dict(host="127.0.0.1", port=1, server_hostname="x"), ValueError,
+             "server_hostname is only meaningful with ssl"),
+            (dict(sock=sock, ssl=True), ValueError,
+             "You must set server_hostname when using ssl without a host"),
+            (dict(sock=dgram), ValueError, "A Stream Socket was expected"),
+        ]
+        if PY311:
+            cases.append((dict(host="127.0.0.1", port=1, ssl_shutdown_timeout=1), ValueError,
+                          "ssl_shutdown_timeout is only meaningful with ssl"))
+        for kwargs, exc_type, message in cases:
+            with pytest.raises(exc_type) as info:
+                run(loop, loop.create_connection(asyncio.Protocol, **kwargs))
+            assert str(info.value).startswith(message), (kwargs, str(info.value))
+    finally:
+        sock.close()
+        dgram.close()
+
+
+@pytest.mark.timeout(30)
+def test_create_server_argument_errors(loop):
+    sock = socket.socket()
+    dgram = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        cases = [
+            (dict(host="127.0.0.1", port=0, ssl_handshake_timeout=1),
+             "ssl_handshake_timeout is only meaningful with ssl"),
+            (dict(host="127.0.0.1", port=0, sock=sock),
+             "host/port and sock can not be specified at the same time"),
+            (dict(), "Neither host/port nor sock were specified"),
+            (dict(sock=dgram), "A Stream Socket was expected"),
+        ]
+        if PY311:
+            cases.append((dict(host="127.0.0.1", port=0, ssl_shutdown_timeout=1),
+                          "ssl_shutdown_timeout is only meaningful with ssl"))
+        for kwargs, message in cases:
+            with pytest.raises(ValueError) as info:
+                run(loop, loop.create_server(asyncio.Protocol, **kwargs))
+            assert str(info.value).startswith(message), (kwargs, str(info.value))
+        with pytest.raises(TypeError, match="ssl argument must be an SSLContext or None"):
+            run(loop, loop.create_server(asyncio.Protocol, "127.0.0.1", 0, ssl=True))
+    finally:
+        sock.close()
+        dgram.close()
