@@ -8,6 +8,7 @@ few documented differences. Every test also checks that it leaks no fd.
 import asyncio
 import gc
 import os
+import socket
 import sys
 
 import pytest
@@ -53,6 +54,17 @@ def loop(loop_factory):
             loop.run_until_complete(loop.shutdown_default_executor())
             loop.close()
         asyncio.set_event_loop(None)
+
+
+@pytest.fixture
+def sockpair():
+    """A connected pair of non-blocking sockets."""
+    a, b = socket.socketpair()
+    a.setblocking(False)
+    b.setblocking(False)
+    yield a, b
+    a.close()
+    b.close()
 
 
 def _open_fds():

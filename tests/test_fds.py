@@ -38,16 +38,6 @@ class BadFileno:
 
 
 @pytest.fixture
-def sockpair():
-    a, b = socket.socketpair()
-    a.setblocking(False)
-    b.setblocking(False)
-    yield a, b
-    a.close()
-    b.close()
-
-
-@pytest.fixture
 def pipe():
     r, w = os.pipe()
     os.set_blocking(r, False)

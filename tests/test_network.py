@@ -23,42 +23,9 @@ import tempfile
 
 import pytest
 
-WAIT = 10.0
+from helpers import HAS_IPV6, run, spin
+
 PY311 = sys.version_info >= (3, 11)
-
-
-def run(loop, coro, timeout=WAIT):
-    return loop.run_until_complete(asyncio.wait_for(coro, timeout))
-
-
-async def spin(n):
-    """Let the loop run n more iterations."""
-    for _ in range(n):
-        await asyncio.sleep(0)
-
-
-def _has_ipv6():
-    if not socket.has_ipv6:
-        return False
-    try:
-        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as s:
-            s.bind(("::1", 0))
-        return True
-    except OSError:
-        return False
-
-
-HAS_IPV6 = _has_ipv6()
-
-
-@pytest.fixture
-def sockpair():
-    a, b = socket.socketpair()
-    a.setblocking(False)
-    b.setblocking(False)
-    yield a, b
-    a.close()
-    b.close()
 
 
 @pytest.fixture

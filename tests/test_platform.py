@@ -21,32 +21,10 @@ import time
 
 import pytest
 
-WAIT = 10.0
+from helpers import HAS_IPV6, run, spin
+
 PY = sys.executable
 PY311 = sys.version_info >= (3, 11)
-
-
-def run(loop, coro, timeout=WAIT):
-    return loop.run_until_complete(asyncio.wait_for(coro, timeout))
-
-
-async def spin(n):
-    for _ in range(n):
-        await asyncio.sleep(0)
-
-
-def _has_ipv6():
-    if not socket.has_ipv6:
-        return False
-    try:
-        with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as s:
-            s.bind(("::1", 0))
-        return True
-    except OSError:
-        return False
-
-
-HAS_IPV6 = _has_ipv6()
 
 
 def _free_udp_port():
