@@ -28,3 +28,45 @@ def _has_ipv6():
 
 
 HAS_IPV6 = _has_ipv6()
+
+
+class RecordingProtocol(asyncio.Protocol):
+    """Records every callback in order; futures for the interesting ones."""
+
+    def __init__(self, loop):
+        self.loop = loop
+        self.events = []
+        self.data = bytearray()
+        self.transport = None
+        self.made = loop.create_future()
+        self.lost = loop.create_future()
+        self.eof = loop.create_future()
+        self.resumed = loop.create_future()
+        self.eof_result = None      # what eof_received() returns
+
+    def connection_made(self, transport):
+        self.transport = transport
+        self.events.append("made")
+        self.made.set_result(transport)
+
+    def data_received(self, data):
+        if not self.events or self.events[-1] != "data":
+            self.events.append("data")
+        self.data += data
+
+    def eof_received(self):
+        self.events.append("eof")
+        self.eof.set_result(bytes(self.data))
+        return self.eof_result
+
+    def connection_lost(self, exc):
+        self.events.append("lost")
+        self.lost.set_result(exc)
+
+    def pause_writing(self):
+        self.events.append("pause_writing")
+
+    def resume_writing(self):
+        self.events.append("resume_writing")
+        if not self.resumed.done():
+            self.resumed.set_result(None)

@@ -21,7 +21,7 @@ import time
 
 import pytest
 
-from helpers import HAS_IPV6, run, spin
+from helpers import HAS_IPV6, RecordingProtocol, run, spin
 
 PY = sys.executable
 PY311 = sys.version_info >= (3, 11)
@@ -336,42 +336,6 @@ def test_datagram_transport_repr(loop):
 
 # ======================================================================= pipes
 
-class PipeRecorder(asyncio.Protocol):
-    def __init__(self, loop):
-        self.loop = loop
-        self.events = []
-        self.data = bytearray()
-        self.made = loop.create_future()
-        self.eof = loop.create_future()
-        self.lost = loop.create_future()
-        self.resumed = loop.create_future()
-
-    def connection_made(self, transport):
-        self.transport = transport
-        self.events.append("made")
-        self.made.set_result(transport)
-
-    def data_received(self, data):
-        if not self.events or self.events[-1] != "data":
-            self.events.append("data")
-        self.data += data
-
-    def eof_received(self):
-        self.events.append("eof")
-        self.eof.set_result(bytes(self.data))
-
-    def connection_lost(self, exc):
-        self.events.append("lost")
-        self.lost.set_result(exc)
-
-    def pause_writing(self):
-        self.events.append("pause_writing")
-
-    def resume_writing(self):
-        self.events.append("resume_writing")
-        self.resumed.set_result(None)
-
-
 @pytest.fixture
 def pipe_files():
     r, w = os.pipe()
@@ -387,7 +351,7 @@ def test_read_pipe_data_and_eof(loop, pipe_files):
     rfile, wfile = pipe_files
 
     async def main():
-        proto = PipeRecorder(loop)
+        proto = RecordingProtocol(loop)
         tr, pr = await loop.connect_read_pipe(lambda: proto, rfile)
         assert pr is proto
         assert tr.get_extra_info("pipe") is rfile
@@ -422,7 +386,7 @@ def test_write_pipe_data_and_write_eof(loop, pipe_files):
     rfile, wfile = pipe_files
 
     async def main():
-        proto = PipeRecorder(loop)
+        proto = RecordingProtocol(loop)
         tr, _ = await loop.connect_write_pipe(lambda: proto, wfile)
         assert tr.get_extra_info("pipe") is wfile
         assert tr.can_write_eof() is True
@@ -448,7 +412,7 @@ def test_write_pipe_flow_control(loop, pipe_files):
     total = 1024 * 1024
 
     async def main():
-        proto = PipeRecorder(loop)
+        proto = RecordingProtocol(loop)
         tr, _ = await loop.connect_write_pipe(lambda: proto, wfile)
         tr.set_write_buffer_limits(high=8192, low=1024)
         limits = tr.get_write_buffer_limits()
@@ -494,7 +458,7 @@ def test_write_pipe_sees_reader_close(loop, pipe_files):
     rfile, wfile = pipe_files
 
     async def main():
-        proto = PipeRecorder(loop)
+        proto = RecordingProtocol(loop)
         tr, _ = await loop.connect_write_pipe(lambda: proto, wfile)
         await spin(3)
         rfile.close()
@@ -509,7 +473,7 @@ def test_write_pipe_broken_with_pending_data(loop, pipe_files):
     rfile, wfile = pipe_files
 
     async def main():
-        proto = PipeRecorder(loop)
+        proto = RecordingProtocol(loop)
         tr, _ = await loop.connect_write_pipe(lambda: proto, wfile)
         tr.write(b"x" * (1024 * 1024))      # more than the pipe holds
         assert tr.get_write_buffer_size() > 0
@@ -544,7 +508,7 @@ def test_read_pipe_on_a_socket(loop):
     a, b = socket.socketpair()
     try:
         async def main():
-            proto = PipeRecorder(loop)
+            proto = RecordingProtocol(loop)
             tr, _ = await loop.connect_read_pipe(lambda: proto, a)
             b.sendall(b"over a socket")
             b.shutdown(socket.SHUT_WR)
@@ -1334,11 +1298,8 @@ def test_tls_server_closes_first(loop, tls):
     assert contexts == []
 
 
-@pytest.mark.timeout(30)
-def test_tls_untrusted_certificate(loop, tls):
-    server_ctx = tls.server_context()
-    untrusting = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)   # system CAs only
-
+def _verification_error(loop, server_ctx, client_ctx, server_hostname):
+    """The SSLCertVerificationError a TLS client gets from a server."""
     async def main():
         async def handler(reader, writer):
             writer.close()
@@ -1347,38 +1308,27 @@ def test_tls_untrusted_certificate(loop, tls):
         try:
             with pytest.raises(ssl.SSLCertVerificationError) as info:
                 await asyncio.open_connection(*srv.sockets[0].getsockname(),
-                                              ssl=untrusting, server_hostname="localhost")
+                                              ssl=client_ctx, server_hostname=server_hostname)
         finally:
             srv.close()
             await srv.wait_closed()
             await spin(5)
         return info.value
 
-    exc = run(loop, main())
+    return run(loop, main())
+
+
+@pytest.mark.timeout(30)
+def test_tls_untrusted_certificate(loop, tls):
+    untrusting = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)   # system CAs only
+    exc = _verification_error(loop, tls.server_context(), untrusting, "localhost")
     assert exc.verify_code == 20          # X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT_LOCALLY
     assert "certificate verify failed" in str(exc)
 
 
 @pytest.mark.timeout(30)
 def test_tls_hostname_mismatch(loop, tls):
-    server_ctx, client_ctx = tls.server_context(), tls.client_context()
-
-    async def main():
-        async def handler(reader, writer):
-            writer.close()
-
-        srv = await asyncio.start_server(handler, "127.0.0.1", 0, ssl=server_ctx)
-        try:
-            with pytest.raises(ssl.SSLCertVerificationError) as info:
-                await asyncio.open_connection(*srv.sockets[0].getsockname(),
-                                              ssl=client_ctx, server_hostname="other.example")
-        finally:
-            srv.close()
-            await srv.wait_closed()
-            await spin(5)
-        return info.value
-
-    exc = run(loop, main())
+    exc = _verification_error(loop, tls.server_context(), tls.client_context(), "other.example")
     assert "Hostname mismatch" in exc.verify_message
 
 
@@ -1471,7 +1421,7 @@ def test_start_tls_argument_errors(loop, tls):
         server_side = []
 
         def factory():
-            server_side.append(PipeRecorder(loop))      # records any stream protocol
+            server_side.append(RecordingProtocol(loop))      # records any stream protocol
             return server_side[-1]
 
         srv = await loop.create_server(factory, "127.0.0.1", 0)
