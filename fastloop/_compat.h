@@ -10,6 +10,19 @@
 #include <errno.h>
 #include <stdint.h>
 #include <time.h>
+#include <limits.h>
+#include <sys/types.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+
+/* send() on a socket whose peer is gone: EPIPE, never SIGPIPE (Python
+ * ignores SIGPIPE, an embedding application may not). macOS has no flag;
+ * there the interpreter's SIG_IGN is what applies. */
+#ifdef MSG_NOSIGNAL
+#define FL_MSG_NOSIGNAL MSG_NOSIGNAL
+#else
+#define FL_MSG_NOSIGNAL 0
+#endif
 
 #ifdef __linux__
 #include <sys/epoll.h>

@@ -41,6 +41,7 @@ from fastloop import _poller
 cdef extern from "Python.h":
     unsigned long PyThread_get_thread_ident()
     Py_ssize_t Py_REFCNT(PyObject*)
+    PyObject* Py_TYPE(PyObject*)
     int PyObject_GC_IsTracked(PyObject*)
     void PyObject_GC_Track(void*)
     void PyObject_GC_UnTrack(void*)
@@ -851,7 +852,8 @@ cdef inline int _visit_handle(LoopCore loop, PyObject* obj, visitproc visit, voi
     if PyObject_GC_IsTracked(obj):
         return visit(obj, arg)
     if Py_REFCNT(obj) == 1:
-        return traverse_handle(obj, visit, arg)
+        # The type's traverse: a transport's I/O handle adds its transport.
+        return (<TypeSlots*>Py_TYPE(obj)).tp_traverse(obj, visit, arg)
     loop.shared_untracked = True
     _shared_untracked_seen = True
     return 0

@@ -21,6 +21,7 @@ import weakref
 from asyncio.log import logger
 
 from fastloop._core import LoopCore
+from fastloop._transports import SocketTransport
 
 __all__ = ["Loop"]
 
@@ -114,6 +115,14 @@ class Loop(LoopCore, asyncio.SelectorEventLoop):
         # Same signature and semantics as the stdlib's on these versions,
         # with the plain case in C.
         create_task = LoopCore._create_task
+
+    def _make_socket_transport(self, sock, protocol, waiter=None, *,
+                               extra=None, server=None):
+        # Every plain (non-TLS) stream connection asyncio's code makes --
+        # create_connection, servers, unix sockets, connect_accepted_socket
+        # -- gets fastloop's C transport.
+        self._ensure_fd_no_transport(sock)
+        return SocketTransport(self, sock, protocol, waiter, extra, server)
 
     def add_signal_handler(self, sig, callback, *args):
         # Signals reach the loop through the self-pipe (signal.set_wakeup_fd);

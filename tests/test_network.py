@@ -9,6 +9,7 @@ Loopback only; bounded sizes and counts; no timing assertions.
 """
 import asyncio
 import contextvars
+import re
 import errno
 import gc
 import hashlib
@@ -648,7 +649,7 @@ def test_exception_in_data_received_is_logged_by_the_default_handler(loop, caplo
     assert len(records) == 1, [r.getMessage() for r in records]
     message = records[0].getMessage()
     assert message.startswith("Fatal error: protocol.data_received() call failed.")
-    assert "transport: <_SelectorSocketTransport" in message
+    assert re.search(r"transport: <\w*SocketTransport fd=\d+ read=", message)
     assert records[0].exc_info[1] is proto.error
 
 
@@ -677,10 +678,13 @@ def test_socket_transport_repr(loop):
         return fd, open_repr, paused_repr, closing_repr
 
     fd, open_repr, paused_repr, closing_repr = run(loop, main())
-    assert open_repr == f"<_SelectorSocketTransport fd={fd} read=polling write=<idle, bufsize=0>>"
-    assert paused_repr == f"<_SelectorSocketTransport fd={fd} read=idle write=<idle, bufsize=0>>"
+    # asyncio's class is _SelectorSocketTransport, fastloop's SocketTransport:
+    # the rest of the repr is the same.
+    name = r"<_?\w*SocketTransport"
+    assert re.fullmatch(name + f" fd={fd} read=polling write=<idle, bufsize=0>>", open_repr)
+    assert re.fullmatch(name + f" fd={fd} read=idle write=<idle, bufsize=0>>", paused_repr)
     assert isinstance(closing_repr, str)
-    assert closing_repr.startswith("<_SelectorSocketTransport closing fd=")
+    assert re.match(name + " closing fd=", closing_repr)
 
 
 @pytest.mark.timeout(30)
@@ -691,8 +695,10 @@ def test_unclosed_transport_warns(loop, sockpair):
         tr, pr = await loop.connect_accepted_socket(asyncio.Protocol, a)
         tr.pause_reading()          # the loop no longer references it
 
-    run(loop, main())
-    with pytest.warns(ResourceWarning, match="unclosed transport <_SelectorSocketTransport"):
+    # asyncio's transport sits in a reference cycle and warns when the GC
+    # collects it; fastloop's is freed (and warns) as soon as it is dropped.
+    with pytest.warns(ResourceWarning, match=r"unclosed transport <\w*SocketTransport"):
+        run(loop, main())
         gc.collect()
     # The transport closed its socket when it was collected.
     assert a.fileno() == -1
@@ -1142,7 +1148,7 @@ def test_debug_mode_logs_connections(loop, caplog):
     lines = [line for line in caplog.text.splitlines()
              if f" connected to 127.0.0.1:{addr[1]}: (" in line]
     assert len(lines) == 1, caplog.text
-    assert "(<_SelectorSocketTransport fd=" in lines[0]
+    assert re.search(r"\(<\w*SocketTransport fd=", lines[0])
 
 
 # ===================================================================== servers

@@ -1,0 +1,752 @@
+"""Stream transports for TCP and Unix sockets, on the loop core.
+
+A SocketTransport behaves as asyncio's selector socket transport of the
+running Python (same callbacks in the same order, same errors, same flow
+control), but its I/O runs in C: the fd's reader and writer are IOHandles
+whose run() calls the transport directly, reads go through recv()/recv_into
+a protocol's buffer, and writes try send()/writev() at once, buffering only
+what the kernel would not take.
+"""
+from cpython.object cimport PyObject
+from cpython.ref cimport Py_INCREF
+
+cdef extern from "Python.h":
+    void Py_XDECREF(PyObject*)
+from cpython.bytes cimport PyBytes_FromStringAndSize, PyBytes_AS_STRING, PyBytes_GET_SIZE
+from cpython.buffer cimport PyObject_GetBuffer, PyBuffer_Release, PyBUF_SIMPLE, PyBUF_WRITABLE
+from cpython.contextvars cimport PyContext_CopyCurrent
+from libc.errno cimport errno, EINTR, EAGAIN
+
+cdef extern from "<errno.h>":
+    int EWOULDBLOCK
+from libc.string cimport strerror
+
+from fastloop._handles cimport Handle, new_handle
+from fastloop._core cimport LoopCore
+from fastloop._poller cimport READABLE, WRITABLE
+
+import collections
+import socket as _socket
+import inspect
+import warnings
+from asyncio import base_events as _base_events
+from asyncio import constants as _constants
+from asyncio import futures as _futures
+from asyncio import protocols as _protocols
+from asyncio import transports as _transports
+from asyncio import trsock as _trsock
+from asyncio.log import logger as _logger
+
+cdef extern from "Python.h":
+    int PyContext_Enter(object ctx) except -1
+    int PyContext_Exit(object ctx) except -1
+
+cdef extern from "_compat.h":
+    ctypedef long ssize_t
+    struct iovec:
+        void* iov_base
+        size_t iov_len
+    ssize_t recv(int fd, void* buf, size_t n, int flags) nogil
+    ssize_t send(int fd, const void* buf, size_t n, int flags) nogil
+    ssize_t writev(int fd, const iovec* iov, int iovcnt) nogil
+    int FL_MSG_NOSIGNAL
+
+
+cdef enum:
+    # asyncio reads up to this much per recv() (its transports' max_size).
+    READ_SIZE = 256 * 1024
+# One receive buffer for every transport: data is copied out of it before
+# any Python code runs, so the transports never see each other's bytes.
+cdef char read_buffer[READ_SIZE]
+
+cdef object _BufferedProtocol = _protocols.BufferedProtocol
+cdef object _set_nodelay = _base_events._set_nodelay
+cdef object _set_result_unless_cancelled = _futures._set_result_unless_cancelled
+cdef object _TransportSocket = _trsock.TransportSocket
+cdef Py_ssize_t _LOG_THRESHOLD_FOR_CONNLOST_WRITES = _constants.LOG_THRESHOLD_FOR_CONNLOST_WRITES
+# Python 3.13's Server tracks its client transports: _attach(transport).
+cdef bint _SERVER_ATTACH_TAKES_TRANSPORT = (
+    len(inspect.signature(_base_events.Server._attach).parameters) > 1)
+
+
+cdef extern from "Python.h":
+    ctypedef struct MroSlot "PyTypeObject":
+        PyObject* tp_mro
+    void PyType_Modified(object type)
+
+
+cdef object os_error(int err):
+    # OSError(errno, ...) picks the subclass (ConnectionResetError, ...).
+    return OSError(err, strerror(err).decode("utf-8", "replace"))
+
+
+cdef inline bint would_block(int err) noexcept:
+    return err == EAGAIN or err == EWOULDBLOCK
+
+
+cdef enum:
+    ON_READABLE = 1
+    ON_WRITABLE = 2
+
+
+cdef class IOHandle(Handle):
+    """The fd reader or writer of a transport: run() calls the transport's
+    C method in the transport's context, without a Python-level call."""
+    cdef SocketTransport transport
+    cdef int kind
+
+    cdef int run(self) except -1:
+        PyContext_Enter(self._context)
+        try:
+            if self.kind == ON_READABLE:
+                self.transport.on_readable()
+            else:
+                self.transport.on_writable()
+        except BaseException as exc:
+            PyContext_Exit(self._context)
+            if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+                raise
+            self._report(exc)
+            return 0
+        PyContext_Exit(self._context)
+        return 0
+
+
+cdef class SocketTransport:
+    """A TCP or Unix stream transport (asyncio.Transport's interface)."""
+
+    cdef LoopCore loop
+    cdef object sock
+    cdef readonly int _sock_fd
+    cdef object protocol
+    cdef object data_received          # the protocol's bound methods
+    cdef object get_buffer
+    cdef object buffer_updated
+    cdef bint buffered                 # BufferedProtocol: read into its buffer
+    cdef bint protocol_connected
+    cdef dict extra
+    cdef object server
+    cdef object context                # the reader's and writer's context
+    cdef object empty_waiter           # loop.sendfile() waits for the buffer to drain
+
+    cdef list buffer                   # bytes objects not yet sent, oldest first...
+    cdef Py_ssize_t sent_of_first      # ...of which the first was sent this far
+    cdef Py_ssize_t buffer_size        # bytes waiting in `buffer`
+    cdef Py_ssize_t high_water
+    cdef Py_ssize_t low_water
+    cdef public bint _protocol_paused  # pause_writing() was called
+
+    cdef Py_ssize_t conn_lost          # set when connection_lost() is scheduled
+    cdef bint closing                  # close() was called
+    cdef bint paused                   # pause_reading() was called
+    cdef bint eof                      # write_eof() was called
+    cdef bint reading_registered
+    cdef bint writing_registered
+    cdef bint detached                 # connection_lost() ran: no loop any more
+    cdef object __weakref__
+
+    max_size = READ_SIZE
+    _start_tls_compatible = True
+    _sendfile_compatible = _constants._SendfileMode.TRY_NATIVE
+
+    def __init__(self, LoopCore loop not None, sock, protocol, waiter=None,
+                 extra=None, server=None):
+        if extra is None:
+            extra = {}
+        self.extra = extra
+        extra["socket"] = _TransportSocket(sock)
+        try:
+            extra["sockname"] = sock.getsockname()
+        except OSError:
+            extra["sockname"] = None
+        if "peername" not in extra:
+            try:
+                extra["peername"] = sock.getpeername()
+            except OSError:
+                extra["peername"] = None
+        self.loop = loop
+        self.sock = sock
+        self._sock_fd = sock.fileno()
+        self.context = PyContext_CopyCurrent()
+        self.buffer = []
+        self.high_water = 64 * 1024
+        self.low_water = 16 * 1024
+        self.set_protocol(protocol)
+        self.server = server
+        if server is not None:
+            if _SERVER_ATTACH_TAKES_TRANSPORT:
+                server._attach(self)
+            else:
+                server._attach()
+        loop._transports[self._sock_fd] = self
+        _set_nodelay(sock)
+        # As asyncio: connection_made() first, then reading starts, then the
+        # waiter learns the connection is up.
+        self.call_soon(protocol.connection_made, (self,))
+        self.call_soon(self._start_reading, ())
+        if waiter is not None:
+            self.call_soon(_set_result_unless_cancelled, (waiter, None))
+
+    def __repr__(self):
+        info = [type(self).__name__]
+        if self.sock is None:
+            info.append("closed")
+        elif self.closing:
+            info.append("closing")
+        info.append(f"fd={self._sock_fd}")
+        if not self.detached and not self.loop.is_closed():
+            info.append("read=polling" if self.reading_registered else "read=idle")
+            state = "polling" if self.writing_registered else "idle"
+            info.append(f"write=<{state}, bufsize={self.buffer_size}>")
+        return "<{}>".format(" ".join(info))
+
+    def __del__(self):
+        if self.sock is not None:
+            warnings.warn(f"unclosed transport {self!r}", ResourceWarning, source=self)
+            self.sock.close()
+            self.detach_server()
+
+    # ------------------------------------------------------------ plumbing
+
+    cdef call_soon(self, callback, tuple args):
+        self.loop.push_ready(new_handle(callback, args, self.loop, None))
+
+    cdef IOHandle io_handle(self, int kind):
+        cdef IOHandle handle = IOHandle.__new__(IOHandle)
+        handle._callback = self._on_readable if kind == ON_READABLE else self._on_writable
+        handle._args = ()
+        handle._loop = self.loop
+        handle._context = self.context
+        handle.transport = self
+        handle.kind = kind
+        return handle
+
+    cdef start_reading_now(self):
+        if not self.reading_registered:
+            self.loop.set_io_handle(self._sock_fd, READABLE, self.io_handle(ON_READABLE))
+            self.reading_registered = True
+
+    cdef stop_reading_now(self):
+        if self.reading_registered:
+            self.reading_registered = False
+            self.loop.clear_io_handle(self._sock_fd, READABLE)
+
+    cdef start_writing(self):
+        if not self.writing_registered:
+            self.loop.set_io_handle(self._sock_fd, WRITABLE, self.io_handle(ON_WRITABLE))
+            self.writing_registered = True
+
+    cdef stop_writing(self):
+        if self.writing_registered:
+            self.writing_registered = False
+            self.loop.clear_io_handle(self._sock_fd, WRITABLE)
+
+    def _start_reading(self):
+        # Scheduled by __init__ behind connection_made().
+        if self.is_reading():
+            self.start_reading_now()
+
+    # Named like asyncio's callbacks, for the handles' reprs.
+    def _on_readable(self):
+        self.on_readable()
+
+    def _on_writable(self):
+        self.on_writable()
+
+    cdef detach_server(self):
+        server = self.server
+        if server is not None:
+            self.server = None
+            if _SERVER_ATTACH_TAKES_TRANSPORT:
+                server._detach(self)
+            else:
+                server._detach()
+
+    # ------------------------------------------------------------ reading
+
+    cdef int on_readable(self) except -1:
+        cdef ssize_t n
+        cdef int err
+        cdef Py_buffer view
+        if self.conn_lost:
+            return 0
+        if self.buffered:
+            return self.read_into_protocol_buffer()
+        while True:
+            n = recv(self._sock_fd, read_buffer, READ_SIZE, 0)
+            if n >= 0:
+                break
+            err = errno
+            if err == EINTR:
+                continue
+            if not would_block(err):
+                self.fatal_error(os_error(err), "Fatal read error on socket transport")
+            return 0
+        if n == 0:
+            return self.on_eof()
+        data = PyBytes_FromStringAndSize(read_buffer, n)
+        try:
+            self.data_received(data)
+        except BaseException as exc:
+            if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+                raise
+            self.fatal_error(exc, "Fatal error: protocol.data_received() call failed.")
+        return 0
+
+    cdef int read_into_protocol_buffer(self) except -1:
+        cdef ssize_t n
+        cdef int err = 0
+        cdef Py_buffer view
+        try:
+            buf = self.get_buffer(-1)
+            if not len(buf):
+                raise RuntimeError("get_buffer() returned an empty buffer")
+        except BaseException as exc:
+            if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+                raise
+            self.fatal_error(exc, "Fatal error: protocol.get_buffer() call failed.")
+            return 0
+        try:
+            PyObject_GetBuffer(buf, &view, PyBUF_WRITABLE)
+        except BaseException:
+            self.fatal_error(
+                TypeError(f"get_buffer() must return a writable bytes-like object, "
+                          f"not {type(buf).__name__}"),
+                "Fatal read error on socket transport")
+            return 0
+        while True:
+            n = recv(self._sock_fd, view.buf, view.len, 0)
+            if n >= 0 or errno != EINTR:
+                err = errno
+                break
+        PyBuffer_Release(&view)
+        if n < 0:
+            if not would_block(err):
+                self.fatal_error(os_error(err), "Fatal read error on socket transport")
+            return 0
+        if n == 0:
+            return self.on_eof()
+        try:
+            self.buffer_updated(n)
+        except BaseException as exc:
+            if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+                raise
+            self.fatal_error(exc, "Fatal error: protocol.buffer_updated() call failed.")
+        return 0
+
+    cdef int on_eof(self) except -1:
+        if self.loop._debug:
+            _logger.debug("%r received EOF", self)
+        try:
+            keep_open = self.protocol.eof_received()
+        except BaseException as exc:
+            if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+                raise
+            self.fatal_error(exc, "Fatal error: protocol.eof_received() call failed.")
+            return 0
+        if keep_open:
+            # The protocol may still write; there is nothing more to read.
+            self.stop_reading_now()
+        else:
+            self.close()
+        return 0
+
+    def is_reading(self):
+        return not self.closing and not self.paused
+
+    def pause_reading(self):
+        if self.closing or self.paused:
+            return
+        self.paused = True
+        self.stop_reading_now()
+        if self.loop._debug:
+            _logger.debug("%r pauses reading", self)
+
+    def resume_reading(self):
+        if self.closing or not self.paused:
+            return
+        self.paused = False
+        self.start_reading_now()
+        if self.loop._debug:
+            _logger.debug("%r resumes reading", self)
+
+    # ------------------------------------------------------------ writing
+
+    def write(self, data):
+        cdef Py_buffer view
+        cdef ssize_t n
+        cdef int err
+        if not isinstance(data, (bytes, bytearray, memoryview)):
+            raise TypeError(f"data argument must be a bytes-like object, "
+                            f"not {type(data).__name__!r}")
+        self.check_writable("write")
+        PyObject_GetBuffer(data, &view, PyBUF_SIMPLE)
+        try:
+            if view.len == 0:
+                return
+            if self.conn_lost:
+                self.count_lost_write()
+                return
+            if not self.buffer:
+                # Nothing queued: try to send it now.
+                while True:
+                    n = send(self._sock_fd, view.buf, view.len, FL_MSG_NOSIGNAL)
+                    if n >= 0 or errno != EINTR:
+                        err = errno
+                        break
+                if n < 0:
+                    if not would_block(err):
+                        self.fatal_error(os_error(err), "Fatal write error on socket transport")
+                        return
+                    n = 0
+                if n == view.len:
+                    return
+                self.start_writing()
+            else:
+                n = 0
+            # Keep what the kernel did not take, as bytes we own: a caller
+            # may reuse its bytearray right after write() returns.
+            if n == 0 and type(data) is bytes:
+                self.buffer.append(data)
+            else:
+                self.buffer.append(PyBytes_FromStringAndSize(<char*>view.buf + n, view.len - n))
+            self.buffer_size += view.len - n
+        finally:
+            PyBuffer_Release(&view)
+        self.maybe_pause_protocol()
+
+    def writelines(self, list_of_data):
+        """Write the pieces with one writev() (a join, without the copy)."""
+        cdef list pieces = []
+        self.check_writable("writelines")
+        for data in list_of_data:
+            if type(data) is not bytes:
+                if not isinstance(data, (bytes, bytearray, memoryview)):
+                    raise TypeError(f"data argument must be a bytes-like object, "
+                                    f"not {type(data).__name__!r}")
+                data = bytes(data)
+            if PyBytes_GET_SIZE(data):
+                pieces.append(data)
+        if not pieces:
+            return
+        if self.conn_lost:
+            self.count_lost_write()
+            return
+        was_empty = not self.buffer
+        for data in pieces:
+            self.buffer.append(data)
+            self.buffer_size += PyBytes_GET_SIZE(data)
+        if was_empty:
+            if not self.flush():
+                return
+            if self.buffer:
+                self.start_writing()
+        self.maybe_pause_protocol()
+
+    cdef check_writable(self, str method):
+        if self.eof:
+            raise RuntimeError(f"Cannot call {method}() after write_eof()")
+        if self.empty_waiter is not None:
+            raise RuntimeError(f"unable to {method}; sendfile is in progress")
+
+    cdef count_lost_write(self):
+        if self.conn_lost >= _LOG_THRESHOLD_FOR_CONNLOST_WRITES:
+            _logger.warning("socket.send() raised exception.")
+        self.conn_lost += 1
+
+    cdef bint flush(self) except -1:
+        """Send as much of the buffer as the kernel takes, with writev().
+        False if that failed (the transport is then being closed)."""
+        cdef iovec iov[64]
+        cdef int count = 0, err
+        cdef ssize_t n
+        cdef Py_ssize_t i, size, done = 0
+        cdef list buffer = self.buffer
+        cdef object piece
+        for piece in buffer:
+            if count == 64:
+                break
+            iov[count].iov_base = PyBytes_AS_STRING(piece)
+            iov[count].iov_len = PyBytes_GET_SIZE(piece)
+            count += 1
+        iov[0].iov_base = <char*>iov[0].iov_base + self.sent_of_first
+        iov[0].iov_len -= self.sent_of_first
+        while True:
+            if count == 1:
+                n = send(self._sock_fd, iov[0].iov_base, iov[0].iov_len, FL_MSG_NOSIGNAL)
+            else:
+                n = writev(self._sock_fd, iov, count)
+            if n >= 0 or errno != EINTR:
+                err = errno
+                break
+        if n < 0:
+            if would_block(err):
+                return True
+            self.stop_writing()
+            self.drop_buffer()
+            exc = os_error(err)
+            self.fatal_error(exc, "Fatal write error on socket transport")
+            if self.empty_waiter is not None:
+                self.empty_waiter.set_exception(exc)
+            return False
+        self.buffer_size -= n
+        n += self.sent_of_first
+        for i in range(count):
+            size = PyBytes_GET_SIZE(buffer[i])
+            if n < size:
+                break
+            n -= size
+            done += 1
+        del buffer[:done]
+        self.sent_of_first = n
+        return True
+
+    cdef drop_buffer(self):
+        self.buffer.clear()
+        self.buffer_size = 0
+        self.sent_of_first = 0
+
+    cdef int on_writable(self) except -1:
+        if self.conn_lost or not self.buffer:
+            return 0
+        if not self.flush():
+            return 0
+        self.maybe_resume_protocol()       # may write more
+        if not self.buffer:
+            self.stop_writing()
+            if self.empty_waiter is not None:
+                self.empty_waiter.set_result(None)
+            if self.closing:
+                self.call_connection_lost(None)
+            elif self.eof:
+                self.sock.shutdown(_socket.SHUT_WR)
+        return 0
+
+    def write_eof(self):
+        if self.closing or self.eof:
+            return
+        self.eof = True
+        if not self.buffer:
+            self.sock.shutdown(_socket.SHUT_WR)
+
+    def can_write_eof(self):
+        return True
+
+    def get_write_buffer_size(self):
+        return self.buffer_size
+
+    def get_write_buffer_limits(self):
+        return (self.low_water, self.high_water)
+
+    def set_write_buffer_limits(self, high=None, low=None):
+        if high is None:
+            high = 64 * 1024 if low is None else 4 * low
+        if low is None:
+            low = high // 4
+        if not high >= low >= 0:
+            raise ValueError(f"high ({high!r}) must be >= low ({low!r}) must be >= 0")
+        self.high_water = high
+        self.low_water = low
+        self.maybe_pause_protocol()
+
+    cdef maybe_pause_protocol(self):
+        if self.buffer_size <= self.high_water or self._protocol_paused:
+            return
+        self._protocol_paused = True
+        try:
+            self.protocol.pause_writing()
+        except BaseException as exc:
+            if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+                raise
+            self.loop.call_exception_handler({
+                "message": "protocol.pause_writing() failed",
+                "exception": exc,
+                "transport": self,
+                "protocol": self.protocol,
+            })
+
+    cdef maybe_resume_protocol(self):
+        if not self._protocol_paused or self.buffer_size > self.low_water:
+            return
+        self._protocol_paused = False
+        try:
+            self.protocol.resume_writing()
+        except BaseException as exc:
+            if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+                raise
+            self.loop.call_exception_handler({
+                "message": "protocol.resume_writing() failed",
+                "exception": exc,
+                "transport": self,
+                "protocol": self.protocol,
+            })
+
+    # ------------------------------------------------------------ closing
+
+    def is_closing(self):
+        return self.closing
+
+    def close(self):
+        """Stop reading; connection_lost(None) follows once every byte
+        written so far has been sent."""
+        if self.closing:
+            return
+        self.closing = True
+        self.stop_reading_now()
+        if not self.buffer:
+            self.conn_lost += 1
+            self.stop_writing()
+            self.call_soon(self._call_connection_lost, (None,))
+
+    def abort(self):
+        """Close at once, dropping unsent data."""
+        self.force_close(None)
+
+    def _force_close(self, exc):
+        self.force_close(exc)
+
+    cdef force_close(self, exc):
+        if self.conn_lost:
+            return
+        if self.buffer:
+            self.drop_buffer()
+            self.stop_writing()
+        if not self.closing:
+            self.closing = True
+            self.stop_reading_now()
+        self.conn_lost += 1
+        self.call_soon(self._call_connection_lost, (exc,))
+
+    cdef fatal_error(self, exc, str message):
+        if isinstance(exc, OSError):
+            # Resets and the like are the peer's doing, not a bug.
+            if self.loop._debug:
+                _logger.debug("%r: %s", self, message, exc_info=exc)
+        else:
+            self.loop.call_exception_handler({
+                "message": message,
+                "exception": exc,
+                "transport": self,
+                "protocol": self.protocol,
+            })
+        self.force_close(exc)
+
+    def _call_connection_lost(self, exc):
+        self.call_connection_lost(exc)
+
+    cdef call_connection_lost(self, exc):
+        if self.detached:
+            return
+        try:
+            if self.protocol_connected:
+                self.protocol.connection_lost(exc)
+        finally:
+            self.stop_reading_now()
+            self.stop_writing()
+            self.sock.close()
+            self.sock = None
+            self.protocol = self.data_received = None
+            self.get_buffer = self.buffer_updated = None
+            self.detached = True
+            self.detach_server()
+        if self.empty_waiter is not None:
+            self.empty_waiter.set_exception(ConnectionError("Connection is closed by peer"))
+
+    # ------------------------------------------------------------ protocol
+
+    def set_protocol(self, protocol):
+        if isinstance(protocol, _BufferedProtocol):
+            self.buffered = True
+            self.get_buffer = protocol.get_buffer
+            self.buffer_updated = protocol.buffer_updated
+            self.data_received = None
+        else:
+            self.buffered = False
+            self.data_received = protocol.data_received
+            self.get_buffer = self.buffer_updated = None
+        self.protocol = protocol
+        self.protocol_connected = True
+
+    def get_protocol(self):
+        return self.protocol
+
+    def get_extra_info(self, name, default=None):
+        return self.extra.get(name, default)
+
+    # ------------------------------------------------------------ what asyncio's code reads
+
+    @property
+    def _loop(self):
+        return None if self.detached else self.loop
+
+    @property
+    def _sock(self):
+        return self.sock
+
+    @property
+    def _protocol(self):
+        return self.protocol
+
+    @property
+    def _closing(self):
+        return self.closing
+
+    @property
+    def _extra(self):
+        return self.extra
+
+    @property
+    def _high_water(self):
+        return self.high_water
+
+    @_high_water.setter
+    def _high_water(self, Py_ssize_t value):
+        self.high_water = value
+
+    @property
+    def _low_water(self):
+        return self.low_water
+
+    @_low_water.setter
+    def _low_water(self, Py_ssize_t value):
+        self.low_water = value
+
+    def _make_empty_waiter(self):
+        # loop.sendfile() waits on this for the buffer to drain.
+        if self.empty_waiter is not None:
+            raise RuntimeError("Empty waiter is already set")
+        self.empty_waiter = self.loop.create_future()
+        if not self.buffer:
+            self.empty_waiter.set_result(None)
+        return self.empty_waiter
+
+    def _reset_empty_waiter(self):
+        self.empty_waiter = None
+
+
+# ---------------------------------------------------------------- asyncio.Transport
+
+# Code checks isinstance(transport, asyncio.Transport), and asyncio itself
+# requires a transports._FlowControlMixin for loop.sendfile()'s fallback. A C
+# type cannot inherit from those Python classes (their __slots__ lay out the
+# instance differently), so SocketTransport gets their MRO without their
+# layout: isinstance()/issubclass() and method lookup walk tp_mro. Every slot
+# those classes declare (_extra, _loop, _protocol_paused, _high_water,
+# _low_water) is shadowed above by SocketTransport's own descriptor, so no
+# slot descriptor of theirs is ever applied to a SocketTransport.
+cdef _adopt_asyncio_mro(type cls):
+    class Shape(_transports._FlowControlMixin, _transports.Transport):
+        __slots__ = ()
+    for base in Shape.__mro__[1:]:
+        for name in getattr(base, "__slots__", ()):
+            if name not in cls.__dict__:
+                raise TypeError(f"{cls.__name__} must define {name}, a slot of {base}")
+    mro = (cls,) + Shape.__mro__[1:]
+    cdef PyObject* old = (<MroSlot*>cls).tp_mro
+    Py_INCREF(mro)
+    (<MroSlot*>cls).tp_mro = <PyObject*>mro
+    Py_XDECREF(old)
+    PyType_Modified(cls)
+
+
+_adopt_asyncio_mro(SocketTransport)
