@@ -17,7 +17,12 @@ cdef struct TimerEntry:
 cdef struct FdEntry:
     PyObject* reader              # owned reference to a Handle, or NULL
     PyObject* writer
-    int events                    # interest registered with the poller
+    int events                    # interest of the current reader/writer
+    int kernel                    # interest registered with the poller: a superset
+                                  # of `events` (see release_io_handle)
+    unsigned int tag              # the poller registration's tag
+    PyObject* owner               # owned weakref to the socket whose interest was
+                                  # left registered while events == 0, or NULL
 
 
 cdef class LoopCore(LoopBase):
@@ -37,6 +42,8 @@ cdef class LoopCore(LoopBase):
     cdef FdEntry* fds
     cdef int fds_capacity
     cdef int user_fds               # fds with interest, not counting the wake-up fd
+    cdef unsigned int last_tag      # tag of the latest poller registration
+    cdef bint stale_registration    # the poller reported a registration we do not know
     cdef dict fileobjs              # fd -> file object it was registered with
     cdef PyObject** io_pending      # handles made ready by the last poll
     cdef int io_pending_capacity
@@ -61,6 +68,13 @@ cdef class LoopCore(LoopBase):
     cdef int push_ready(self, Handle handle) except -1
     cdef int set_io_handle(self, int fd, int kind, Handle handle) except -1
     cdef bint clear_io_handle(self, int fd, int kind) except -1
+    # The socket operations' variants. release_io_handle() drops the handle
+    # but leaves the interest registered with the poller, on behalf of
+    # `owner` (the socket object): when the same, still open socket waits
+    # again (set_owned_io_handle), no system call is needed. An event for
+    # interest nobody has any more removes it then.
+    cdef int set_owned_io_handle(self, int fd, int kind, Handle handle, object owner) except -1
+    cdef int release_io_handle(self, int fd, int kind, object owner) except -1
     cdef int run_once(self) except -1
 
     # internal steps
@@ -85,4 +99,10 @@ cdef class LoopCore(LoopBase):
     cdef bint is_current(self) noexcept
     cdef track_shared_handles(self)
     cdef int resolve_fd(self, object fileobj) except -1
+    cdef FdEntry* fd_entry(self, int fd) except NULL
+    cdef int set_kernel(self, int fd, FdEntry* entry, int interest) except -1
+    cdef int sync_kernel(self, int fd, FdEntry* entry) except -1
+    cdef bint drop_io_handle(self, FdEntry* entry, int kind) except -1
+    cdef int register_all(self) except -1
+    cdef int drop_stale_registrations(self) except -1
     cdef Handle add_io(self, fileobj, int kind, callback, tuple args)

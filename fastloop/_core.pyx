@@ -13,7 +13,8 @@ this order by appending I/O handles and due timers behind the ready callbacks
 and running that many; here I/O is dispatched straight from the poll result.
 """
 from cpython.object cimport PyObject, PyTypeObject
-from cpython.ref cimport Py_INCREF, Py_DECREF, Py_XDECREF
+from cpython.ref cimport Py_INCREF, Py_DECREF, Py_XDECREF, Py_CLEAR
+from cpython.weakref cimport PyWeakref_GetObject, PyWeakref_NewRef
 from cpython.tuple cimport PyTuple_GET_SIZE
 from libc.stdlib cimport malloc, realloc, free
 from libc.string cimport memset
@@ -25,7 +26,7 @@ from posix.fcntl cimport fcntl, F_GETFL, F_SETFL, F_SETFD, FD_CLOEXEC, O_NONBLOC
 
 from fastloop._handles cimport (LoopBase, Handle, TimerHandle, new_handle,
                                 new_timer, check_callback, traverse_handle, visitproc)
-from fastloop._poller cimport new_poller, READABLE, WRITABLE
+from fastloop._poller cimport new_poller, READABLE, WRITABLE, TAG_ANY
 
 import gc
 import os
@@ -41,6 +42,7 @@ from fastloop import _poller
 cdef extern from "Python.h":
     unsigned long PyThread_get_thread_ident()
     Py_ssize_t Py_REFCNT(PyObject*)
+    PyObject* Py_TYPE(PyObject*)
     PyObject* Py_TYPE(PyObject*)
     int PyObject_GC_IsTracked(PyObject*)
     void PyObject_GC_Track(void*)
@@ -206,7 +208,7 @@ cdef class LoopCore(LoopBase):
             self.wakeup_read_fd = fds[0]
             self.wakeup_write_fd = fds[1]
         self.wakeup_pending = False
-        self.poller.update(self.wakeup_read_fd, 0, READABLE)
+        self.poller.update(self.wakeup_read_fd, 0, READABLE, TAG_ANY + 1)
         return 0
 
     cdef close_wakeup(self):
@@ -232,15 +234,31 @@ cdef class LoopCore(LoopBase):
 
     cdef after_fork(self):
         """Give a forked child its own poller state, with the same fds."""
+        if not self.closed:
+            self.poller.reinit()
+            self.close_wakeup()
+            self.open_wakeup()
+            self.register_all()
+
+    cdef int register_all(self) except -1:
+        """Register every fd's interest with the (fresh) poller."""
         cdef int fd
-        if self.closed:
-            return
-        self.poller.reinit()
-        self.close_wakeup()
-        self.open_wakeup()
+        cdef FdEntry* entry
         for fd in range(self.fds_capacity):
-            if self.fds[fd].events:
-                self.poller.update(fd, 0, self.fds[fd].events)
+            entry = &self.fds[fd]
+            entry.kernel = 0
+            Py_CLEAR(entry.owner)
+            self.sync_kernel(fd, entry)
+        return 0
+
+    cdef int drop_stale_registrations(self) except -1:
+        """The poller reported a registration of an fd that was closed while
+        its file stays open elsewhere (a dup, a child process): it cannot be
+        removed by fd any more, so start a fresh poller."""
+        self.stale_registration = False
+        self.poller.reinit()
+        self.poller.update(self.wakeup_read_fd, 0, READABLE, TAG_ANY + 1)
+        return self.register_all()
 
     # ------------------------------------------------------------ ready queue
 
@@ -383,11 +401,9 @@ cdef class LoopCore(LoopBase):
 
     # ------------------------------------------------------------- fd registry
 
-    cdef int set_io_handle(self, int fd, int kind, Handle handle) except -1:
-        """Make `handle` the reader (kind READABLE) or writer of fd."""
-        cdef FdEntry* entry
+    cdef FdEntry* fd_entry(self, int fd) except NULL:
+        """fd's registry entry, growing the registry as needed."""
         cdef FdEntry* grown
-        cdef PyObject* old
         cdef int old_cap, n
         if fd >= self.fds_capacity:
             old_cap = self.fds_capacity
@@ -398,12 +414,48 @@ cdef class LoopCore(LoopBase):
             memset(&grown[old_cap], 0, (n - old_cap) * sizeof(FdEntry))
             self.fds = grown
             self.fds_capacity = n
-        entry = &self.fds[fd]
-        if entry.events | kind != entry.events:
-            self.poller.update(fd, entry.events, entry.events | kind)
-            if entry.events == 0:
-                self.user_fds += 1
-            entry.events |= kind
+        return &self.fds[fd]
+
+    cdef int set_kernel(self, int fd, FdEntry* entry, int interest) except -1:
+        """Make `interest` what the poller watches for fd."""
+        if entry.kernel == interest:
+            return 0
+        if entry.kernel == 0:
+            self.last_tag += 1
+            if self.last_tag == TAG_ANY:
+                self.last_tag += 1
+            entry.tag = self.last_tag
+        self.poller.update(fd, entry.kernel, interest, entry.tag)
+        entry.kernel = interest
+        if interest == 0:
+            Py_CLEAR(entry.owner)
+        return 0
+
+    cdef int sync_kernel(self, int fd, FdEntry* entry) except -1:
+        # Drop interest left behind by release_io_handle().
+        return self.set_kernel(fd, entry, entry.events)
+
+    cdef int set_io_handle(self, int fd, int kind, Handle handle) except -1:
+        """Make `handle` the reader (kind READABLE) or writer of fd."""
+        return self.set_owned_io_handle(fd, kind, handle, None)
+
+    cdef int set_owned_io_handle(self, int fd, int kind, Handle handle, object owner) except -1:
+        cdef FdEntry* entry = self.fd_entry(fd)
+        cdef PyObject* old
+        if entry.events == 0:
+            # Interest left registered by a socket operation is this fd's only
+            # for the same socket, still open on this fd: otherwise the number
+            # may name another file by now, and the registration is dropped.
+            if entry.kernel != 0 and not (
+                    owner is not None and entry.owner != NULL
+                    and PyWeakref_GetObject(<object>entry.owner) == <PyObject*>owner
+                    and owner.fileno() == fd):
+                self.set_kernel(fd, entry, 0)
+            Py_CLEAR(entry.owner)
+            self.user_fds += 1
+        entry.events |= kind
+        if entry.events & ~entry.kernel:
+            self.set_kernel(fd, entry, entry.kernel | entry.events)
         Py_INCREF(handle)
         adopt(handle)
         if kind == READABLE:
@@ -420,17 +472,40 @@ cdef class LoopCore(LoopBase):
     cdef bint clear_io_handle(self, int fd, int kind) except -1:
         """Drop fd's reader or writer; True if there was one."""
         cdef FdEntry* entry
-        cdef PyObject* old
-        if fd >= self.fds_capacity or self.fds[fd].events == 0:
+        if fd >= self.fds_capacity:
             return False
         entry = &self.fds[fd]
         if entry.events & kind:
-            self.poller.update(fd, entry.events, entry.events & ~kind)
             entry.events &= ~kind
             if entry.events == 0:
                 self.user_fds -= 1
                 if self.fileobjs:
                     self.fileobjs.pop(fd, None)
+        self.sync_kernel(fd, entry)
+        return self.drop_io_handle(entry, kind)
+
+    cdef int release_io_handle(self, int fd, int kind, object owner) except -1:
+        cdef FdEntry* entry
+        if fd >= self.fds_capacity:
+            return 0
+        entry = &self.fds[fd]
+        if entry.events & kind:
+            entry.events &= ~kind
+            if entry.events == 0:
+                self.user_fds -= 1
+                if self.fileobjs:
+                    self.fileobjs.pop(fd, None)
+                if entry.kernel != 0 and (entry.owner == NULL or PyWeakref_GetObject(
+                        <object>entry.owner) != <PyObject*>owner):
+                    Py_CLEAR(entry.owner)
+                    ref = PyWeakref_NewRef(owner, None)
+                    Py_INCREF(ref)
+                    entry.owner = <PyObject*>ref
+        self.drop_io_handle(entry, kind)
+        return 0
+
+    cdef bint drop_io_handle(self, FdEntry* entry, int kind) except -1:
+        cdef PyObject* old
         if kind == READABLE:
             old = entry.reader
             entry.reader = NULL
@@ -463,6 +538,16 @@ cdef class LoopCore(LoopBase):
             if fd >= self.fds_capacity:
                 continue
             entry = &self.fds[fd]
+            if entry.kernel == 0 or (self.poller.ready[i].tag != TAG_ANY
+                                     and self.poller.ready[i].tag != entry.tag):
+                # A registration this loop no longer knows: its fd was closed
+                # while the file stays open in another process or fd.
+                self.stale_registration = True
+                continue
+            if events & entry.kernel & ~entry.events:
+                # Interest a socket operation left registered, and nobody
+                # waits any more: now it costs a system call to drop it.
+                self.sync_kernel(fd, entry)
             if events & READABLE and entry.reader != NULL:
                 Py_INCREF(<object>entry.reader)
                 self.io_pending[n] = entry.reader
@@ -535,6 +620,8 @@ cdef class LoopCore(LoopBase):
             finally:
                 self.sleeping = False
         nio = self.collect_io(nevents) if nevents else 0
+        if self.stale_registration:
+            self.drop_stale_registrations()
         nready = self.ready_len
         try:
             self.move_due_timers()
@@ -586,6 +673,7 @@ cdef class LoopCore(LoopBase):
                 release_handle(fds[i].reader)
             if fds[i].writer != NULL:
                 release_handle(fds[i].writer)
+            Py_CLEAR(fds[i].owner)
         free(fds)
         if self.ready == NULL:
             raise MemoryError()

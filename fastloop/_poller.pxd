@@ -8,9 +8,16 @@ cdef enum:
     READABLE = 1
     WRITABLE = 2
 
+cdef enum:
+    # Ready.tag of a backend that keeps no kernel registrations (poll): the
+    # event is always about the file the fd number names now. Real tags are
+    # never 0.
+    TAG_ANY = 0
+
 cdef struct Ready:
     int fd
     int events
+    unsigned int tag          # the tag the fd was registered with (see update())
 
 
 cdef class Poller:
@@ -20,7 +27,10 @@ cdef class Poller:
     cdef int nfds              # registered fds
 
     # Change the interest set of fd from `old` to `new` (0 means unregistered).
-    cdef int update(self, int fd, int old, int new) except -1
+    # `tag` comes back in Ready.tag for events of this registration: the loop
+    # recognises events of a registration it no longer knows (a closed fd's
+    # file kept open elsewhere) by a tag that does not match.
+    cdef int update(self, int fd, int old, int new, unsigned int tag) except -1
     # Wait up to timeout_ms (-1: forever, 0: don't block; the GIL is released
     # only when blocking) and return how many entries of `ready` are filled.
     # A signal that interrupts the wait runs the Python signal handlers; their

@@ -25,8 +25,10 @@ cdef extern from "poll.h" nogil:
 
 cdef extern from "_compat.h" nogil:
     int FL_HAVE_EPOLL
+    ctypedef unsigned long long uint64_t
     ctypedef union epoll_data_t:
         int fd
+        uint64_t u64
     struct epoll_event:
         unsigned int events
         epoll_data_t data
@@ -82,7 +84,7 @@ cdef class Poller:
     def __dealloc__(self):
         free(self.ready)
 
-    cdef int update(self, int fd, int old, int new) except -1:
+    cdef int update(self, int fd, int old, int new, unsigned int tag) except -1:
         raise NotImplementedError
 
     cdef int wait(self, int timeout_ms) except -1:
@@ -118,10 +120,10 @@ cdef class EpollPoller(Poller):
         self.nfds = 0
         return 0
 
-    cdef int update(self, int fd, int old, int new) except -1:
+    cdef int update(self, int fd, int old, int new, unsigned int tag) except -1:
         cdef epoll_event ev
         ev.events = (EPOLLIN if new & READABLE else 0) | (EPOLLOUT if new & WRITABLE else 0)
-        ev.data.fd = fd
+        ev.data.u64 = (<uint64_t>tag << 32) | <unsigned int>fd
         if new == 0:
             # A closed fd has already left the epoll set: nothing to undo.
             if epoll_ctl(self.epfd, EPOLL_CTL_DEL, fd, &ev) < 0 and errno not in (ENOENT, EBADF):
@@ -162,7 +164,8 @@ cdef class EpollPoller(Poller):
                 events |= WRITABLE
             if bits & ~EPOLLOUT:
                 events |= READABLE
-            self.ready[i].fd = self.kernel_events[i].data.fd
+            self.ready[i].fd = <int>(self.kernel_events[i].data.u64 & 0xFFFFFFFFu)
+            self.ready[i].tag = <unsigned int>(self.kernel_events[i].data.u64 >> 32)
             self.ready[i].events = events
         return n
 
@@ -194,7 +197,7 @@ cdef class PollPoller(Poller):
         self.nfds = 0
         return 0
 
-    cdef int update(self, int fd, int old, int new) except -1:
+    cdef int update(self, int fd, int old, int new, unsigned int tag) except -1:
         cdef int slot, old_cap
         cdef short mask = (POLLIN if new & READABLE else 0) | (POLLOUT if new & WRITABLE else 0)
         if fd >= self.slot_capacity:
@@ -245,6 +248,7 @@ cdef class PollPoller(Poller):
                     events |= READABLE
                 self.ready[count].fd = self.fds[i].fd
                 self.ready[count].events = events
+                self.ready[count].tag = TAG_ANY
                 count += 1
             i += 1
         return count
