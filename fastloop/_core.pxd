@@ -75,6 +75,9 @@ cdef class LoopCore(LoopBase):
     # interest nobody has any more removes it then.
     cdef int set_owned_io_handle(self, int fd, int kind, Handle handle, object owner) except -1
     cdef int release_io_handle(self, int fd, int kind, object owner) except -1
+    cdef bint has_left_interest(self, int fd, int kind, object owner) except -1
+    cdef object io_handle_of(self, int fd, int kind)
+    cdef object new_future(self)
     cdef int run_once(self) except -1
 
     # internal steps

@@ -446,10 +446,8 @@ cdef class LoopCore(LoopBase):
             # Interest left registered by a socket operation is this fd's only
             # for the same socket, still open on this fd: otherwise the number
             # may name another file by now, and the registration is dropped.
-            if entry.kernel != 0 and not (
-                    owner is not None and entry.owner != NULL
-                    and PyWeakref_GetObject(<object>entry.owner) == <PyObject*>owner
-                    and owner.fileno() == fd):
+            if entry.kernel != 0 and (owner is None
+                                      or not self.has_left_interest(fd, entry.kernel, owner)):
                 self.set_kernel(fd, entry, 0)
             Py_CLEAR(entry.owner)
             self.user_fds += 1
@@ -483,6 +481,25 @@ cdef class LoopCore(LoopBase):
                     self.fileobjs.pop(fd, None)
         self.sync_kernel(fd, entry)
         return self.drop_io_handle(entry, kind)
+
+    cdef object io_handle_of(self, int fd, int kind):
+        """fd's reader (kind READABLE) or writer, or None."""
+        cdef PyObject* handle
+        if fd >= self.fds_capacity:
+            return None
+        handle = self.fds[fd].reader if kind == READABLE else self.fds[fd].writer
+        return <object>handle if handle != NULL else None
+
+    cdef bint has_left_interest(self, int fd, int kind, object owner) except -1:
+        """True if `owner` (a socket on fd) left `kind` registered with the
+        poller and nothing else has registered fd since."""
+        cdef FdEntry* entry
+        if fd >= self.fds_capacity:
+            return False
+        entry = &self.fds[fd]
+        return (entry.events == 0 and entry.kernel & kind and entry.owner != NULL
+                and PyWeakref_GetObject(<object>entry.owner) == <PyObject*>owner
+                and owner.fileno() == fd)
 
     cdef int release_io_handle(self, int fd, int kind, object owner) except -1:
         cdef FdEntry* entry
@@ -737,6 +754,9 @@ cdef class LoopCore(LoopBase):
 
     def create_future(self):
         """Create a Future attached to this loop."""
+        return self.new_future()
+
+    cdef object new_future(self):
         cdef PyObject* args[1]
         if self.is_current():
             return _Future()

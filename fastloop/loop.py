@@ -22,6 +22,7 @@ from asyncio.log import logger
 
 from fastloop._core import LoopCore
 from fastloop._transports import SocketTransport
+from fastloop import _sockops
 
 __all__ = ["Loop"]
 
@@ -123,6 +124,46 @@ class Loop(LoopCore, asyncio.SelectorEventLoop):
         # -- gets fastloop's C transport.
         self._ensure_fd_no_transport(sock)
         return SocketTransport(self, sock, protocol, waiter, extra, server)
+
+    # sock_recv, sock_recv_into and sock_sendall: plain sockets take the C
+    # path (fastloop/_sockops.pyx); anything else (socket subclasses, debug
+    # mode with its extra checks) runs asyncio's own code.
+
+    async def sock_recv(self, sock, n):
+        if type(sock) is not socket.socket or self._debug:
+            return await super().sock_recv(sock, n)
+        result = _sockops.sock_recv(self, sock, n)
+        if type(result) is bytes:
+            return result
+        try:
+            return await result
+        except BaseException:
+            _sockops.abandon(self, sock, result)
+            raise
+
+    async def sock_recv_into(self, sock, buf):
+        if type(sock) is not socket.socket or self._debug:
+            return await super().sock_recv_into(sock, buf)
+        result = _sockops.sock_recv_into(self, sock, buf)
+        if type(result) is int:
+            return result
+        try:
+            return await result
+        except BaseException:
+            _sockops.abandon(self, sock, result)
+            raise
+
+    async def sock_sendall(self, sock, data):
+        if type(sock) is not socket.socket or self._debug:
+            return await super().sock_sendall(sock, data)
+        result = _sockops.sock_sendall(self, sock, data)
+        if result is None:
+            return None
+        try:
+            return await result
+        except BaseException:
+            _sockops.abandon(self, sock, result)
+            raise
 
     def add_signal_handler(self, sig, callback, *args):
         # Signals reach the loop through the self-pipe (signal.set_wakeup_fd);

@@ -187,6 +187,99 @@ def test_sock_recv_returns_empty_bytes_at_eof(loop, sockpair):
 
 
 @pytest.mark.timeout(30)
+def test_sock_recv_data_arriving_between_calls_is_kept(loop, sockpair):
+    # fastloop leaves a finished sock_recv's interest registered with the
+    # poller; data that arrives while nobody waits must still reach the next
+    # call, and the loop must not spin on it meanwhile.
+    a, b = sockpair
+
+    async def main():
+        pending = asyncio.ensure_future(loop.sock_recv(b, 100))
+        await spin(2)
+        a.send(b"one")
+        first = await pending
+        a.send(b"two")
+        await asyncio.sleep(0.05)       # readable while nobody waits
+        second = await loop.sock_recv(b, 100)
+        return first, second
+
+    assert run(loop, main()) == (b"one", b"two")
+
+
+@pytest.mark.timeout(30)
+def test_sock_recv_then_add_reader_on_the_same_fd(loop, sockpair):
+    a, b = sockpair
+
+    async def main():
+        pending = asyncio.ensure_future(loop.sock_recv(b, 100))
+        await spin(2)
+        a.send(b"x")
+        assert await pending == b"x"
+        # A finished sock_recv leaves no reader behind (as in asyncio)...
+        assert loop.remove_reader(b) is False
+        # ...and a reader added afterwards is called.
+        called = loop.create_future()
+        loop.add_reader(b, lambda: called.done() or called.set_result(b.recv(100)))
+        a.send(b"y")
+        got = await called
+        assert loop.remove_reader(b) is True
+        return got
+
+    assert run(loop, main()) == b"y"
+
+
+@pytest.mark.timeout(30)
+def test_sock_recv_on_a_reused_fd_number(loop):
+    # Socket operations on a closed socket's fd number, reused by a new
+    # socket, wait on the new socket (not on what the poller had before).
+    async def main():
+        got = []
+        numbers = set()
+        for i in range(5):
+            a, b = socket.socketpair()
+            with a, b:
+                a.setblocking(False)
+                numbers.add(a.fileno())
+                loop.call_later(0.01, b.send, b"%d" % i)
+                got.append(await loop.sock_recv(a, 10))
+        return got, numbers
+
+    got, numbers = run(loop, main())
+    assert got == [b"0", b"1", b"2", b"3", b"4"]
+    assert len(numbers) <= 2     # the numbers were really reused
+
+
+@pytest.mark.timeout(30)
+def test_sock_recv_after_closing_a_dup_shared_socket(loop):
+    # The closed socket's file stays open through a dup() and becomes
+    # readable: the poller's old registration of it must not disturb the
+    # socket that reuses its fd number.
+    async def main():
+        a, b = socket.socketpair()
+        a.setblocking(False)
+        loop.call_later(0.01, b.send, b"first")
+        assert await loop.sock_recv(a, 10) == b"first"
+        number = a.fileno()
+        keep = a.dup()
+        a.close()
+        b.send(b"stale")                # the old file is readable now
+        c, d = socket.socketpair()
+        with b, keep, c, d:
+            c.setblocking(False)
+            reused = c.fileno() == number
+            loop.call_later(0.01, d.send, b"new")
+            data = await loop.sock_recv(c, 10)
+            await spin(5)               # stale events (if any) are handled
+            loop.call_later(0.01, d.send, b"again")
+            again = await loop.sock_recv(c, 10)
+        return reused, data, again
+
+    reused, data, again = run(loop, main())
+    assert reused
+    assert (data, again) == (b"new", b"again")
+
+
+@pytest.mark.timeout(30)
 @pytest.mark.parametrize("family", ["ipv4", "ipv6"])
 def test_sock_connect_and_accept(loop, family):
     if family == "ipv6" and not HAS_IPV6:
