@@ -12,6 +12,7 @@ Behaviour therefore matches the running Python's asyncio exactly; transports
 move to Cython piece by piece.
 """
 import asyncio
+import asyncio.unix_events
 import selectors
 import socket
 import sys
@@ -23,6 +24,7 @@ from asyncio.log import logger
 from fastloop._core import LoopCore
 from fastloop._transports import SocketTransport
 from fastloop import _sockops
+from fastloop._children import new_watcher
 
 __all__ = ["Loop"]
 
@@ -71,6 +73,7 @@ class Loop(LoopCore, asyncio.SelectorEventLoop):
         self._ssock = self._csock = None    # the self-pipe, made on demand
         self._signal_handlers = {}
         self._unix_server_sockets = {}
+        self._children = None               # the child watcher, made on demand
 
     def __repr__(self):
         return (f"<{type(self).__module__}.{type(self).__qualname__} "
@@ -104,6 +107,8 @@ class Loop(LoopCore, asyncio.SelectorEventLoop):
                     self.remove_signal_handler(sig)
         if self._ssock is not None:
             self._close_self_pipe()
+        if self._children is not None:
+            self._children.close()
         self._close_core()
         self._selector = None
         self._executor_shutdown_called = True
@@ -164,6 +169,29 @@ class Loop(LoopCore, asyncio.SelectorEventLoop):
         except BaseException:
             _sockops.abandon(self, sock, result)
             raise
+
+    async def _make_subprocess_transport(self, protocol, args, shell,
+                                         stdin, stdout, stderr, bufsize,
+                                         extra=None, **kwargs):
+        # asyncio's process transport, but the exit is detected by the loop's
+        # own watcher (fastloop/_children.py: pidfd, else a thread), not by
+        # the policy's child watcher: no SIGCHLD handler, any thread.
+        if self._children is None:
+            self._children = new_watcher(self)
+        waiter = self.create_future()
+        transp = asyncio.unix_events._UnixSubprocessTransport(
+            self, protocol, args, shell, stdin, stdout, stderr, bufsize,
+            waiter=waiter, extra=extra, **kwargs)
+        self._children.watch(transp.get_pid(), transp._process_exited)
+        try:
+            await waiter
+        except (SystemExit, KeyboardInterrupt):
+            raise
+        except BaseException:
+            transp.close()
+            await transp._wait()
+            raise
+        return transp
 
     def add_signal_handler(self, sig, callback, *args):
         # Signals reach the loop through the self-pipe (signal.set_wakeup_fd);

@@ -738,6 +738,68 @@ def test_subprocess_cwd_and_env(loop, tmp_path):
 
 
 @pytest.mark.timeout(60)
+def test_subprocess_exit_seen_despite_a_foreign_sigchld_handler(loop):
+    # Another library owning SIGCHLD must not keep the loop from seeing the
+    # child exit (fastloop watches children with pidfds, not SIGCHLD).
+    seen = []
+    previous = signal.signal(signal.SIGCHLD, lambda signum, frame: seen.append(signum))
+    try:
+        async def main():
+            proc = await asyncio.create_subprocess_exec(PY, "-c", "raise SystemExit(7)")
+            return await proc.wait()
+
+        assert run(loop, main(), 30) == 7
+    finally:
+        signal.signal(signal.SIGCHLD, previous)
+
+
+@pytest.mark.timeout(60)
+def test_subprocess_from_a_loop_in_another_thread(loop_factory):
+    result = {}
+
+    def worker():
+        new_loop = loop_factory()
+        try:
+            async def main():
+                proc = await asyncio.create_subprocess_exec(
+                    PY, "-c", "print('from thread')", stdout=asyncio.subprocess.PIPE)
+                out, _ = await proc.communicate()
+                return out, proc.returncode
+
+            result["value"] = new_loop.run_until_complete(asyncio.wait_for(main(), 30))
+        except BaseException as exc:
+            result["error"] = exc
+        finally:
+            new_loop.close()
+
+    thread = threading.Thread(target=worker)
+    thread.start()
+    thread.join(40)
+    assert "error" not in result, result.get("error")
+    assert result["value"] == (b"from thread\n", 0)
+
+
+@pytest.mark.timeout(60)
+def test_closing_the_loop_while_a_child_runs_releases_its_watch(loop, is_fastloop):
+    # The loop closes with a child still running: nothing leaks (the fd-leak
+    # check runs after every test), and the child can still be reaped.
+    if not is_fastloop and sys.version_info >= (3, 12):
+        pytest.skip("asyncio's PidfdChildWatcher (3.12+) leaks the child's pidfd here")
+
+    async def main():
+        proc = await asyncio.create_subprocess_exec(PY, "-c", "import time; time.sleep(30)")
+        return proc
+
+    proc = run(loop, main(), 30)
+    if is_fastloop and sys.platform.startswith("linux"):
+        assert type(loop._children).__name__ == "PidfdWatcher"
+    popen = proc._transport._proc
+    proc._transport.close()          # kills the child, as asyncio does
+    loop.close()
+    popen.wait(10)                   # reaps it (unless asyncio's watcher thread did)
+
+
+@pytest.mark.timeout(60)
 def test_subprocess_start_new_session(loop):
     code = "import os; print(os.getpid(), os.getsid(0), os.getpgid(0))"
 

@@ -1,0 +1,107 @@
+"""Child-process exit detection owned by the loop.
+
+asyncio learns that a subprocess exited through a "child watcher" chosen by
+the event loop policy; depending on the Python version that is a SIGCHLD
+handler (which other libraries may replace, and which only works in the main
+thread) or a thread per child. fastloop watches its own children instead:
+
+- PidfdWatcher (Linux 5.3+): os.pidfd_open() gives an fd that becomes
+  readable when the process exits; the loop polls it like any socket, and
+  reaps the child with waitpid(WNOHANG) when it does. No signal, no thread.
+- ThreadWatcher (elsewhere, or where pidfd_open is refused): one daemon thread
+  per child blocks in waitpid() and hands the status to the loop with
+  call_soon_threadsafe(), as asyncio's ThreadedChildWatcher does.
+
+Both have the interface a kqueue watcher (EVFILT_PROC/NOTE_EXIT) would have:
+watch(pid, callback) calls callback(returncode) on the loop's thread once;
+close() stops watching (the loop is closing).
+"""
+import os
+import threading
+from asyncio.log import logger
+
+
+def _reap(pid, flags):
+    """waitpid() the child: its return code (asyncio's conventions), or None
+    if it has not exited (WNOHANG)."""
+    try:
+        reaped, status = os.waitpid(pid, flags)
+    except ChildProcessError:
+        # Somebody else reaped it (a waitpid(-1) elsewhere in the program).
+        logger.warning("child process pid %d exit status already read: "
+                       " will report returncode 255", pid)
+        return 255
+    if reaped == 0:
+        return None
+    return os.waitstatus_to_exitcode(status)
+
+
+class PidfdWatcher:
+    def __init__(self, loop):
+        self._loop = loop
+        self._pidfds = {}           # pidfd -> pid
+
+    @staticmethod
+    def available():
+        if not hasattr(os, "pidfd_open"):
+            return False
+        try:
+            fd = os.pidfd_open(os.getpid())
+        except OSError:             # ENOSYS on old kernels, EPERM under seccomp
+            return False
+        os.close(fd)
+        return True
+
+    def watch(self, pid, callback):
+        try:
+            pidfd = os.pidfd_open(pid)
+        except ProcessLookupError:
+            # Already exited and reaped elsewhere... or exited and waiting:
+            # waitpid() tells which.
+            self._loop.call_soon(self._finish, pid, None, callback)
+            return
+        self._pidfds[pidfd] = pid
+        self._loop._add_reader(pidfd, self._finish, pid, pidfd, callback)
+
+    def _finish(self, pid, pidfd, callback):
+        if pidfd is not None:
+            self._loop._remove_reader(pidfd)
+            del self._pidfds[pidfd]
+            os.close(pidfd)
+        # The pidfd is readable once the child is a zombie: this cannot block.
+        returncode = _reap(pid, 0)
+        callback(returncode)
+
+    def close(self):
+        for pidfd in list(self._pidfds):
+            self._loop._remove_reader(pidfd)
+            os.close(pidfd)
+        self._pidfds.clear()
+
+
+class ThreadWatcher:
+    def __init__(self, loop):
+        self._loop = loop
+
+    def watch(self, pid, callback):
+        thread = threading.Thread(target=self._wait, args=(pid, callback),
+                                  name=f"fastloop-waitpid-{pid}", daemon=True)
+        thread.start()
+
+    def _wait(self, pid, callback):
+        returncode = _reap(pid, 0)
+        loop = self._loop
+        if not loop.is_closed():
+            try:
+                loop.call_soon_threadsafe(callback, returncode)
+            except RuntimeError:    # closed meanwhile
+                pass
+
+    def close(self):
+        pass                        # the threads end with their children
+
+
+def new_watcher(loop):
+    if PidfdWatcher.available():
+        return PidfdWatcher(loop)
+    return ThreadWatcher(loop)
