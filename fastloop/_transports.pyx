@@ -8,7 +8,7 @@ a protocol's buffer, and writes try send()/writev() at once, buffering only
 what the kernel would not take.
 """
 from cpython.object cimport PyObject
-from cpython.ref cimport Py_INCREF
+from cpython.ref cimport Py_INCREF, Py_DECREF
 
 cdef extern from "Python.h":
     void Py_XDECREF(PyObject*)
@@ -38,6 +38,8 @@ from asyncio import trsock as _trsock
 from asyncio.log import logger as _logger
 
 cdef extern from "Python.h":
+    PyObject* new_bytes "PyBytes_FromStringAndSize"(const char* data, Py_ssize_t size)
+    int _PyBytes_Resize(PyObject** obj, Py_ssize_t size) except -1
     int PyContext_Enter(object ctx) except -1
     int PyContext_Exit(object ctx) except -1
 
@@ -55,6 +57,9 @@ cdef extern from "_compat.h":
 cdef enum:
     # asyncio reads up to this much per recv() (its transports' max_size).
     READ_SIZE = 256 * 1024
+    # A transport whose last read was this big reads the next one directly
+    # into a bytes object (see read_large).
+    LARGE_READ = 16 * 1024
 # One receive buffer for every transport: data is copied out of it before
 # any Python code runs, so the transports never see each other's bytes.
 cdef char read_buffer[READ_SIZE]
@@ -143,6 +148,7 @@ cdef class SocketTransport:
     cdef bint reading_registered
     cdef bint writing_registered
     cdef bint detached                 # connection_lost() ran: no loop any more
+    cdef bint large_reads              # the last read was >= LARGE_READ bytes
     cdef object __weakref__
 
     max_size = READ_SIZE
@@ -272,6 +278,8 @@ cdef class SocketTransport:
             return 0
         if self.buffered:
             return self.read_into_protocol_buffer()
+        if self.large_reads:
+            return self.read_large()
         while True:
             n = recv(self._sock_fd, read_buffer, READ_SIZE, 0)
             if n >= 0:
@@ -285,6 +293,42 @@ cdef class SocketTransport:
         if n == 0:
             return self.on_eof()
         data = PyBytes_FromStringAndSize(read_buffer, n)
+        self.large_reads = n >= LARGE_READ
+        try:
+            self.data_received(data)
+        except BaseException as exc:
+            if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+                raise
+            self.fatal_error(exc, "Fatal error: protocol.data_received() call failed.")
+        return 0
+
+    cdef int read_large(self) except -1:
+        # Big reads are received straight into the bytes object (then shrunk
+        # in place): copying them out of read_buffer would cost more than
+        # the allocation saves.
+        cdef ssize_t n
+        cdef int err = 0
+        cdef PyObject* raw = new_bytes(NULL, READ_SIZE)
+        if raw == NULL:
+            raise MemoryError()
+        while True:
+            n = recv(self._sock_fd, PyBytes_AS_STRING(<object>raw), READ_SIZE, 0)
+            if n >= 0 or errno != EINTR:
+                err = errno
+                break
+        if n <= 0:
+            Py_DECREF(<object>raw)
+            self.large_reads = False
+            if n == 0:
+                return self.on_eof()
+            if not would_block(err):
+                self.fatal_error(os_error(err), "Fatal read error on socket transport")
+            return 0
+        if n < READ_SIZE:
+            _PyBytes_Resize(&raw, n)
+        data = <object>raw            # takes a reference of its own
+        Py_DECREF(data)
+        self.large_reads = n >= LARGE_READ
         try:
             self.data_received(data)
         except BaseException as exc:
@@ -374,45 +418,51 @@ cdef class SocketTransport:
 
     def write(self, data):
         cdef Py_buffer view
-        cdef ssize_t n
-        cdef int err
+        if type(data) is bytes:              # the common case: no buffer protocol
+            if self.eof or self.empty_waiter is not None:
+                self.check_writable("write")
+            return self.write_bytes(data, PyBytes_AS_STRING(data), PyBytes_GET_SIZE(data))
         if not isinstance(data, (bytes, bytearray, memoryview)):
             raise TypeError(f"data argument must be a bytes-like object, "
                             f"not {type(data).__name__!r}")
         self.check_writable("write")
         PyObject_GetBuffer(data, &view, PyBUF_SIMPLE)
         try:
-            if view.len == 0:
-                return
-            if self.conn_lost:
-                self.count_lost_write()
-                return
-            if not self.buffer:
-                # Nothing queued: try to send it now.
-                while True:
-                    n = send(self._sock_fd, view.buf, view.len, FL_MSG_NOSIGNAL)
-                    if n >= 0 or errno != EINTR:
-                        err = errno
-                        break
-                if n < 0:
-                    if not would_block(err):
-                        self.fatal_error(os_error(err), "Fatal write error on socket transport")
-                        return
-                    n = 0
-                if n == view.len:
-                    return
-                self.start_writing()
-            else:
-                n = 0
-            # Keep what the kernel did not take, as bytes we own: a caller
-            # may reuse its bytearray right after write() returns.
-            if n == 0 and type(data) is bytes:
-                self.buffer.append(data)
-            else:
-                self.buffer.append(PyBytes_FromStringAndSize(<char*>view.buf + n, view.len - n))
-            self.buffer_size += view.len - n
+            self.write_bytes(data, <char*>view.buf, view.len)
         finally:
             PyBuffer_Release(&view)
+
+    cdef write_bytes(self, object data, char* buf, Py_ssize_t size):
+        """write() of size bytes at buf, which `data` holds."""
+        cdef ssize_t n = 0
+        cdef int err
+        if size == 0:
+            return
+        if self.conn_lost:
+            self.count_lost_write()
+            return
+        if not self.buffer:
+            # Nothing queued: try to send it now.
+            while True:
+                n = send(self._sock_fd, buf, size, FL_MSG_NOSIGNAL)
+                if n >= 0 or errno != EINTR:
+                    err = errno
+                    break
+            if n < 0:
+                if not would_block(err):
+                    self.fatal_error(os_error(err), "Fatal write error on socket transport")
+                    return
+                n = 0
+            if n == size:
+                return
+            self.start_writing()
+        # Keep what the kernel did not take, as bytes we own: a caller may
+        # reuse its bytearray right after write() returns.
+        if n == 0 and type(data) is bytes:
+            self.buffer.append(data)
+        else:
+            self.buffer.append(PyBytes_FromStringAndSize(buf + n, size - n))
+        self.buffer_size += size - n
         self.maybe_pause_protocol()
 
     def writelines(self, list_of_data):
