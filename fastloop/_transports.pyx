@@ -25,7 +25,7 @@ from fastloop._handles cimport Handle, new_handle
 from fastloop._core cimport LoopCore
 from fastloop._poller cimport READABLE, WRITABLE
 
-import collections
+import sys
 import socket as _socket
 import inspect
 import warnings
@@ -68,6 +68,10 @@ cdef object _BufferedProtocol = _protocols.BufferedProtocol
 cdef object _set_nodelay = _base_events._set_nodelay
 cdef object _set_result_unless_cancelled = _futures._set_result_unless_cancelled
 cdef object _TransportSocket = _trsock.TransportSocket
+# Python 3.13's datagram transport sends empty datagrams (earlier ones drop
+# them) and counts 8 bytes of header per queued datagram in its buffer size.
+cdef bint _SENDS_EMPTY_DATAGRAMS = sys.version_info >= (3, 13)
+cdef Py_ssize_t _DATAGRAM_OVERHEAD = 8 if sys.version_info >= (3, 13) else 0
 cdef Py_ssize_t _LOG_THRESHOLD_FOR_CONNLOST_WRITES = _constants.LOG_THRESHOLD_FOR_CONNLOST_WRITES
 # Python 3.13's Server tracks its client transports: _attach(transport).
 cdef bint _SERVER_ATTACH_TAKES_TRANSPORT = (
@@ -97,7 +101,7 @@ cdef enum:
 cdef class IOHandle(Handle):
     """The fd reader or writer of a transport: run() calls the transport's
     C method in the transport's context, without a Python-level call."""
-    cdef SocketTransport transport
+    cdef TransportBase transport
     cdef int kind
 
     cdef int run(self) except -1:
@@ -117,26 +121,22 @@ cdef class IOHandle(Handle):
         return 0
 
 
-cdef class SocketTransport:
-    """A TCP or Unix stream transport (asyncio.Transport's interface)."""
+cdef class TransportBase:
+    """What asyncio's selector transports share: the socket, the protocol,
+    reading on/off, the write buffer's flow control, closing. Subclasses
+    implement on_readable()/on_writable() and the write methods."""
 
     cdef LoopCore loop
     cdef object sock
     cdef readonly int _sock_fd
     cdef object protocol
-    cdef object data_received          # the protocol's bound methods
-    cdef object get_buffer
-    cdef object buffer_updated
-    cdef bint buffered                 # BufferedProtocol: read into its buffer
     cdef bint protocol_connected
     cdef dict extra
     cdef object server
     cdef object context                # the reader's and writer's context
-    cdef object empty_waiter           # loop.sendfile() waits for the buffer to drain
 
-    cdef list buffer                   # bytes objects not yet sent, oldest first...
-    cdef Py_ssize_t sent_of_first      # ...of which the first was sent this far
-    cdef Py_ssize_t buffer_size        # bytes waiting in `buffer`
+    cdef list buffer                   # what is not sent yet, oldest first
+    cdef Py_ssize_t buffer_size        # its size, as get_write_buffer_size() counts it
     cdef Py_ssize_t high_water
     cdef Py_ssize_t low_water
     cdef public bint _protocol_paused  # pause_writing() was called
@@ -144,19 +144,14 @@ cdef class SocketTransport:
     cdef Py_ssize_t conn_lost          # set when connection_lost() is scheduled
     cdef bint closing                  # close() was called
     cdef bint paused                   # pause_reading() was called
-    cdef bint eof                      # write_eof() was called
     cdef bint reading_registered
     cdef bint writing_registered
     cdef bint detached                 # connection_lost() ran: no loop any more
-    cdef bint large_reads              # the last read was >= LARGE_READ bytes
     cdef object __weakref__
 
     max_size = READ_SIZE
-    _start_tls_compatible = True
-    _sendfile_compatible = _constants._SendfileMode.TRY_NATIVE
 
-    def __init__(self, LoopCore loop not None, sock, protocol, waiter=None,
-                 extra=None, server=None):
+    cdef setup(self, LoopCore loop, sock, protocol, extra):
         if extra is None:
             extra = {}
         self.extra = extra
@@ -178,20 +173,7 @@ cdef class SocketTransport:
         self.high_water = 64 * 1024
         self.low_water = 16 * 1024
         self.set_protocol(protocol)
-        self.server = server
-        if server is not None:
-            if _SERVER_ATTACH_TAKES_TRANSPORT:
-                server._attach(self)
-            else:
-                server._attach()
         loop._transports[self._sock_fd] = self
-        _set_nodelay(sock)
-        # As asyncio: connection_made() first, then reading starts, then the
-        # waiter learns the connection is up.
-        self.call_soon(protocol.connection_made, (self,))
-        self.call_soon(self._start_reading, ())
-        if waiter is not None:
-            self.call_soon(_set_result_unless_cancelled, (waiter, None))
 
     def __repr__(self):
         info = [type(self).__name__]
@@ -267,6 +249,252 @@ cdef class SocketTransport:
                 server._detach(self)
             else:
                 server._detach()
+
+    def is_reading(self):
+        return not self.closing and not self.paused
+
+    def pause_reading(self):
+        if self.closing or self.paused:
+            return
+        self.paused = True
+        self.stop_reading_now()
+        if self.loop._debug:
+            _logger.debug("%r pauses reading", self)
+
+    def resume_reading(self):
+        if self.closing or not self.paused:
+            return
+        self.paused = False
+        self.start_reading_now()
+        if self.loop._debug:
+            _logger.debug("%r resumes reading", self)
+
+    # ------------------------------------------------------------ writing
+
+    cdef count_lost_write(self):
+        if self.conn_lost >= _LOG_THRESHOLD_FOR_CONNLOST_WRITES:
+            _logger.warning("socket.send() raised exception.")
+        self.conn_lost += 1
+
+    cdef drop_buffer(self):
+        self.buffer.clear()
+        self.buffer_size = 0
+
+    cdef int on_readable(self) except -1:
+        raise NotImplementedError
+
+    cdef int on_writable(self) except -1:
+        raise NotImplementedError
+
+    def get_write_buffer_size(self):
+        return self.buffer_size
+
+    def get_write_buffer_limits(self):
+        return (self.low_water, self.high_water)
+
+    def set_write_buffer_limits(self, high=None, low=None):
+        if high is None:
+            high = 64 * 1024 if low is None else 4 * low
+        if low is None:
+            low = high // 4
+        if not high >= low >= 0:
+            raise ValueError(f"high ({high!r}) must be >= low ({low!r}) must be >= 0")
+        self.high_water = high
+        self.low_water = low
+        self.maybe_pause_protocol()
+
+    cdef maybe_pause_protocol(self):
+        if self.buffer_size <= self.high_water or self._protocol_paused:
+            return
+        self._protocol_paused = True
+        try:
+            self.protocol.pause_writing()
+        except BaseException as exc:
+            if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+                raise
+            self.loop.call_exception_handler({
+                "message": "protocol.pause_writing() failed",
+                "exception": exc,
+                "transport": self,
+                "protocol": self.protocol,
+            })
+
+    cdef maybe_resume_protocol(self):
+        if not self._protocol_paused or self.buffer_size > self.low_water:
+            return
+        self._protocol_paused = False
+        try:
+            self.protocol.resume_writing()
+        except BaseException as exc:
+            if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+                raise
+            self.loop.call_exception_handler({
+                "message": "protocol.resume_writing() failed",
+                "exception": exc,
+                "transport": self,
+                "protocol": self.protocol,
+            })
+
+    # ------------------------------------------------------------ closing
+
+    def is_closing(self):
+        return self.closing
+
+    def close(self):
+        """Stop reading; connection_lost(None) follows once every byte
+        written so far has been sent."""
+        if self.closing:
+            return
+        self.closing = True
+        self.stop_reading_now()
+        if not self.buffer:
+            self.conn_lost += 1
+            self.stop_writing()
+            self.call_soon(self._call_connection_lost, (None,))
+
+    def abort(self):
+        """Close at once, dropping unsent data."""
+        self.force_close(None)
+
+    def _force_close(self, exc):
+        self.force_close(exc)
+
+    cdef force_close(self, exc):
+        if self.conn_lost:
+            return
+        if self.buffer:
+            self.drop_buffer()
+            self.stop_writing()
+        if not self.closing:
+            self.closing = True
+            self.stop_reading_now()
+        self.conn_lost += 1
+        self.call_soon(self._call_connection_lost, (exc,))
+
+    cdef fatal_error(self, exc, str message):
+        if isinstance(exc, OSError):
+            # Resets and the like are the peer's doing, not a bug.
+            if self.loop._debug:
+                _logger.debug("%r: %s", self, message, exc_info=exc)
+        else:
+            self.loop.call_exception_handler({
+                "message": message,
+                "exception": exc,
+                "transport": self,
+                "protocol": self.protocol,
+            })
+        self.force_close(exc)
+
+    def _call_connection_lost(self, exc):
+        self.call_connection_lost(exc)
+
+    cdef call_connection_lost(self, exc):
+        if self.detached:
+            return
+        try:
+            if self.protocol_connected:
+                self.protocol.connection_lost(exc)
+        finally:
+            self.stop_reading_now()
+            self.stop_writing()
+            self.sock.close()
+            self.sock = None
+            self.protocol = None
+            self.detached = True
+            self.detach_server()
+
+    # ------------------------------------------------------------ protocol
+
+    def set_protocol(self, protocol):
+        self.protocol = protocol
+        self.protocol_connected = True
+
+    def get_protocol(self):
+        return self.protocol
+
+    def get_extra_info(self, name, default=None):
+        return self.extra.get(name, default)
+
+    # ------------------------------------------------------------ what asyncio's code reads
+
+    @property
+    def _loop(self):
+        return None if self.detached else self.loop
+
+    @property
+    def _sock(self):
+        return self.sock
+
+    @property
+    def _protocol(self):
+        return self.protocol
+
+    @property
+    def _closing(self):
+        return self.closing
+
+    @property
+    def _extra(self):
+        return self.extra
+
+    @property
+    def _high_water(self):
+        return self.high_water
+
+    @_high_water.setter
+    def _high_water(self, Py_ssize_t value):
+        self.high_water = value
+
+    @property
+    def _low_water(self):
+        return self.low_water
+
+    @_low_water.setter
+    def _low_water(self, Py_ssize_t value):
+        self.low_water = value
+
+    def _make_empty_waiter(self):
+        # loop.sendfile() waits on this for the buffer to drain.
+        if self.empty_waiter is not None:
+            raise RuntimeError("Empty waiter is already set")
+        self.empty_waiter = self.loop.create_future()
+        if not self.buffer:
+            self.empty_waiter.set_result(None)
+        return self.empty_waiter
+
+
+
+cdef class SocketTransport(TransportBase):
+    """A TCP or Unix stream transport (asyncio.Transport's interface)."""
+
+    cdef object data_received          # the protocol's bound methods
+    cdef object get_buffer
+    cdef object buffer_updated
+    cdef bint buffered                 # BufferedProtocol: read into its buffer
+    cdef object empty_waiter           # loop.sendfile() waits for the buffer to drain
+    cdef Py_ssize_t sent_of_first      # bytes of buffer[0] already sent
+    cdef bint eof                      # write_eof() was called
+    cdef bint large_reads              # the last read was >= LARGE_READ bytes
+
+    _start_tls_compatible = True
+    _sendfile_compatible = _constants._SendfileMode.TRY_NATIVE
+
+    def __init__(self, LoopCore loop not None, sock, protocol, waiter=None,
+                 extra=None, server=None):
+        self.setup(loop, sock, protocol, extra)
+        self.server = server
+        if server is not None:
+            if _SERVER_ATTACH_TAKES_TRANSPORT:
+                server._attach(self)
+            else:
+                server._attach()
+        _set_nodelay(sock)
+        # As asyncio: connection_made() first, then reading starts, then the
+        # waiter learns the connection is up.
+        self.call_soon(protocol.connection_made, (self,))
+        self.call_soon(self._start_reading, ())
+        if waiter is not None:
+            self.call_soon(_set_result_unless_cancelled, (waiter, None))
 
     # ------------------------------------------------------------ reading
 
@@ -395,25 +623,6 @@ cdef class SocketTransport:
             self.close()
         return 0
 
-    def is_reading(self):
-        return not self.closing and not self.paused
-
-    def pause_reading(self):
-        if self.closing or self.paused:
-            return
-        self.paused = True
-        self.stop_reading_now()
-        if self.loop._debug:
-            _logger.debug("%r pauses reading", self)
-
-    def resume_reading(self):
-        if self.closing or not self.paused:
-            return
-        self.paused = False
-        self.start_reading_now()
-        if self.loop._debug:
-            _logger.debug("%r resumes reading", self)
-
     # ------------------------------------------------------------ writing
 
     def write(self, data):
@@ -499,11 +708,6 @@ cdef class SocketTransport:
         if self.empty_waiter is not None:
             raise RuntimeError(f"unable to {method}; sendfile is in progress")
 
-    cdef count_lost_write(self):
-        if self.conn_lost >= _LOG_THRESHOLD_FOR_CONNLOST_WRITES:
-            _logger.warning("socket.send() raised exception.")
-        self.conn_lost += 1
-
     cdef bint flush(self) except -1:
         """Send as much of the buffer as the kernel takes, with writev().
         False if that failed (the transport is then being closed)."""
@@ -552,8 +756,7 @@ cdef class SocketTransport:
         return True
 
     cdef drop_buffer(self):
-        self.buffer.clear()
-        self.buffer_size = 0
+        TransportBase.drop_buffer(self)
         self.sent_of_first = 0
 
     cdef int on_writable(self) except -1:
@@ -582,127 +785,11 @@ cdef class SocketTransport:
     def can_write_eof(self):
         return True
 
-    def get_write_buffer_size(self):
-        return self.buffer_size
-
-    def get_write_buffer_limits(self):
-        return (self.low_water, self.high_water)
-
-    def set_write_buffer_limits(self, high=None, low=None):
-        if high is None:
-            high = 64 * 1024 if low is None else 4 * low
-        if low is None:
-            low = high // 4
-        if not high >= low >= 0:
-            raise ValueError(f"high ({high!r}) must be >= low ({low!r}) must be >= 0")
-        self.high_water = high
-        self.low_water = low
-        self.maybe_pause_protocol()
-
-    cdef maybe_pause_protocol(self):
-        if self.buffer_size <= self.high_water or self._protocol_paused:
-            return
-        self._protocol_paused = True
-        try:
-            self.protocol.pause_writing()
-        except BaseException as exc:
-            if isinstance(exc, (KeyboardInterrupt, SystemExit)):
-                raise
-            self.loop.call_exception_handler({
-                "message": "protocol.pause_writing() failed",
-                "exception": exc,
-                "transport": self,
-                "protocol": self.protocol,
-            })
-
-    cdef maybe_resume_protocol(self):
-        if not self._protocol_paused or self.buffer_size > self.low_water:
-            return
-        self._protocol_paused = False
-        try:
-            self.protocol.resume_writing()
-        except BaseException as exc:
-            if isinstance(exc, (KeyboardInterrupt, SystemExit)):
-                raise
-            self.loop.call_exception_handler({
-                "message": "protocol.resume_writing() failed",
-                "exception": exc,
-                "transport": self,
-                "protocol": self.protocol,
-            })
-
-    # ------------------------------------------------------------ closing
-
-    def is_closing(self):
-        return self.closing
-
-    def close(self):
-        """Stop reading; connection_lost(None) follows once every byte
-        written so far has been sent."""
-        if self.closing:
-            return
-        self.closing = True
-        self.stop_reading_now()
-        if not self.buffer:
-            self.conn_lost += 1
-            self.stop_writing()
-            self.call_soon(self._call_connection_lost, (None,))
-
-    def abort(self):
-        """Close at once, dropping unsent data."""
-        self.force_close(None)
-
-    def _force_close(self, exc):
-        self.force_close(exc)
-
-    cdef force_close(self, exc):
-        if self.conn_lost:
-            return
-        if self.buffer:
-            self.drop_buffer()
-            self.stop_writing()
-        if not self.closing:
-            self.closing = True
-            self.stop_reading_now()
-        self.conn_lost += 1
-        self.call_soon(self._call_connection_lost, (exc,))
-
-    cdef fatal_error(self, exc, str message):
-        if isinstance(exc, OSError):
-            # Resets and the like are the peer's doing, not a bug.
-            if self.loop._debug:
-                _logger.debug("%r: %s", self, message, exc_info=exc)
-        else:
-            self.loop.call_exception_handler({
-                "message": message,
-                "exception": exc,
-                "transport": self,
-                "protocol": self.protocol,
-            })
-        self.force_close(exc)
-
-    def _call_connection_lost(self, exc):
-        self.call_connection_lost(exc)
-
     cdef call_connection_lost(self, exc):
-        if self.detached:
-            return
-        try:
-            if self.protocol_connected:
-                self.protocol.connection_lost(exc)
-        finally:
-            self.stop_reading_now()
-            self.stop_writing()
-            self.sock.close()
-            self.sock = None
-            self.protocol = self.data_received = None
-            self.get_buffer = self.buffer_updated = None
-            self.detached = True
-            self.detach_server()
+        TransportBase.call_connection_lost(self, exc)
+        self.data_received = self.get_buffer = self.buffer_updated = None
         if self.empty_waiter is not None:
             self.empty_waiter.set_exception(ConnectionError("Connection is closed by peer"))
-
-    # ------------------------------------------------------------ protocol
 
     def set_protocol(self, protocol):
         if isinstance(protocol, _BufferedProtocol):
@@ -714,52 +801,7 @@ cdef class SocketTransport:
             self.buffered = False
             self.data_received = protocol.data_received
             self.get_buffer = self.buffer_updated = None
-        self.protocol = protocol
-        self.protocol_connected = True
-
-    def get_protocol(self):
-        return self.protocol
-
-    def get_extra_info(self, name, default=None):
-        return self.extra.get(name, default)
-
-    # ------------------------------------------------------------ what asyncio's code reads
-
-    @property
-    def _loop(self):
-        return None if self.detached else self.loop
-
-    @property
-    def _sock(self):
-        return self.sock
-
-    @property
-    def _protocol(self):
-        return self.protocol
-
-    @property
-    def _closing(self):
-        return self.closing
-
-    @property
-    def _extra(self):
-        return self.extra
-
-    @property
-    def _high_water(self):
-        return self.high_water
-
-    @_high_water.setter
-    def _high_water(self, Py_ssize_t value):
-        self.high_water = value
-
-    @property
-    def _low_water(self):
-        return self.low_water
-
-    @_low_water.setter
-    def _low_water(self, Py_ssize_t value):
-        self.low_water = value
+        TransportBase.set_protocol(self, protocol)
 
     def _make_empty_waiter(self):
         # loop.sendfile() waits on this for the buffer to drain.
@@ -774,6 +816,117 @@ cdef class SocketTransport:
         self.empty_waiter = None
 
 
+cdef class DatagramTransport(TransportBase):
+    """A UDP or Unix datagram transport (asyncio.DatagramTransport's
+    interface). Addresses are converted by the socket module: recvfrom(),
+    send() and sendto() are the socket's own C methods, called directly."""
+
+    cdef object address                # the peer given as remote_addr, or None
+    cdef object sock_recvfrom          # the socket's bound methods
+    cdef object sock_send
+    cdef object sock_sendto
+
+    def __init__(self, LoopCore loop not None, sock, protocol, address=None,
+                 waiter=None, extra=None):
+        self.setup(loop, sock, protocol, extra)
+        self.address = address
+        self.sock_recvfrom = sock.recvfrom
+        self.sock_send = sock.send
+        self.sock_sendto = sock.sendto
+        self.call_soon(protocol.connection_made, (self,))
+        self.call_soon(self._start_reading, ())
+        if waiter is not None:
+            self.call_soon(_set_result_unless_cancelled, (waiter, None))
+
+    cdef int on_readable(self) except -1:
+        if self.conn_lost:
+            return 0
+        try:
+            data, addr = self.sock_recvfrom(READ_SIZE)
+        except (BlockingIOError, InterruptedError):
+            return 0
+        except OSError as exc:
+            # ICMP errors (port unreachable...) arrive here, as in asyncio.
+            self.protocol.error_received(exc)
+            return 0
+        except BaseException as exc:
+            if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+                raise
+            self.fatal_error(exc, "Fatal read error on datagram transport")
+            return 0
+        self.protocol.datagram_received(data, addr)
+        return 0
+
+    def sendto(self, data, addr=None):
+        if not isinstance(data, (bytes, bytearray, memoryview)):
+            raise TypeError(f"data argument must be a bytes-like object, "
+                            f"not {type(data).__name__!r}")
+        if not _SENDS_EMPTY_DATAGRAMS and not data:
+            return
+        if self.address:
+            if addr not in (None, self.address):
+                raise ValueError(f"Invalid address: must be None or {self.address}")
+            addr = self.address
+        if self.conn_lost and self.address:
+            self.count_lost_write()
+            return
+        if not self.buffer:
+            # Try to send it right away.
+            try:
+                if self.extra["peername"]:
+                    self.sock_send(data)
+                else:
+                    self.sock_sendto(data, addr)
+                return
+            except (BlockingIOError, InterruptedError):
+                self.start_writing()
+            except OSError as exc:
+                self.protocol.error_received(exc)
+                return
+            except BaseException as exc:
+                if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+                    raise
+                self.fatal_error(exc, "Fatal write error on datagram transport")
+                return
+        # Buffer an immutable copy.
+        self.buffer.append((bytes(data), addr))
+        self.buffer_size += len(data) + _DATAGRAM_OVERHEAD
+        self.maybe_pause_protocol()
+
+    cdef int on_writable(self) except -1:
+        cdef list buffer = self.buffer
+        while buffer:
+            data, addr = buffer.pop(0)
+            self.buffer_size -= len(data) + _DATAGRAM_OVERHEAD
+            try:
+                if self.extra["peername"]:
+                    self.sock_send(data)
+                else:
+                    self.sock_sendto(data, addr)
+            except (BlockingIOError, InterruptedError):
+                buffer.insert(0, (data, addr))       # try again later
+                self.buffer_size += len(data) + _DATAGRAM_OVERHEAD
+                break
+            except OSError as exc:
+                self.protocol.error_received(exc)
+                return 0
+            except BaseException as exc:
+                if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+                    raise
+                self.fatal_error(exc, "Fatal write error on datagram transport")
+                return 0
+        self.maybe_resume_protocol()                 # may queue more
+        if not buffer:
+            self.stop_writing()
+            if self.closing:
+                self.call_connection_lost(None)
+        return 0
+
+    cdef call_connection_lost(self, exc):
+        TransportBase.call_connection_lost(self, exc)
+        self.sock_recvfrom = self.sock_send = self.sock_sendto = None
+
+
 # ---------------------------------------------------------------- asyncio.Transport
 
 # Code checks isinstance(transport, asyncio.Transport), and asyncio itself
@@ -784,14 +937,15 @@ cdef class SocketTransport:
 # those classes declare (_extra, _loop, _protocol_paused, _high_water,
 # _low_water) is shadowed above by SocketTransport's own descriptor, so no
 # slot descriptor of theirs is ever applied to a SocketTransport.
-cdef _adopt_asyncio_mro(type cls):
-    class Shape(_transports._FlowControlMixin, _transports.Transport):
+cdef _adopt_asyncio_mro(type cls, object interface):
+    class Shape(_transports._FlowControlMixin, interface):
         __slots__ = ()
     for base in Shape.__mro__[1:]:
         for name in getattr(base, "__slots__", ()):
-            if name not in cls.__dict__:
+            if not any(name in c.__dict__ for c in cls.__mro__):
                 raise TypeError(f"{cls.__name__} must define {name}, a slot of {base}")
-    mro = (cls,) + Shape.__mro__[1:]
+    # its own bases (without object), then asyncio's classes, then object
+    mro = cls.__mro__[:-1] + Shape.__mro__[1:]
     cdef PyObject* old = (<MroSlot*>cls).tp_mro
     Py_INCREF(mro)
     (<MroSlot*>cls).tp_mro = <PyObject*>mro
@@ -799,4 +953,5 @@ cdef _adopt_asyncio_mro(type cls):
     PyType_Modified(cls)
 
 
-_adopt_asyncio_mro(SocketTransport)
+_adopt_asyncio_mro(SocketTransport, _transports.Transport)
+_adopt_asyncio_mro(DatagramTransport, _transports.DatagramTransport)

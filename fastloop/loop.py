@@ -22,7 +22,7 @@ import weakref
 from asyncio.log import logger
 
 from fastloop._core import LoopCore
-from fastloop._transports import SocketTransport
+from fastloop._transports import DatagramTransport, SocketTransport
 from fastloop import _sockops
 from fastloop._children import new_watcher
 
@@ -129,6 +129,12 @@ class Loop(LoopCore, asyncio.SelectorEventLoop):
         # -- gets fastloop's C transport.
         self._ensure_fd_no_transport(sock)
         return SocketTransport(self, sock, protocol, waiter, extra, server)
+
+    def _make_datagram_transport(self, sock, protocol, address=None,
+                                 waiter=None, extra=None):
+        # create_datagram_endpoint's transport: fastloop's C one.
+        self._ensure_fd_no_transport(sock)
+        return DatagramTransport(self, sock, protocol, address, waiter, extra)
 
     # sock_recv, sock_recv_into and sock_sendall: plain sockets take the C
     # path (fastloop/_sockops.pyx); anything else (socket subclasses, debug
