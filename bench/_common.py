@@ -3,6 +3,8 @@
 The scripts are meant to be run from a checkout (``python bench/...``), where
 ``sys.path[0]`` is bench/ and not the repository root.
 """
+import asyncio
+import importlib
 import importlib.util
 import sys
 from pathlib import Path
@@ -30,3 +32,19 @@ def load_bench():
         sys.modules[name] = module
         spec.loader.exec_module(module)
     return sys.modules[name]
+
+
+def loop_factories():
+    """{name: new_event_loop} for fastloop, asyncio and whichever of uvloop
+    and rloop are installed, in that order."""
+    if importlib.util.find_spec("fastloop") is None:
+        sys.path.insert(0, str(ROOT))
+    import fastloop
+    result = {"fastloop": fastloop.new_event_loop, "asyncio": asyncio.new_event_loop}
+    for name in ("uvloop", "rloop"):
+        try:
+            module = importlib.import_module(name)
+        except ImportError:
+            continue
+        result[name] = module.new_event_loop
+    return result

@@ -18,20 +18,7 @@ import statistics
 import sys
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
-
-
-def factories():
-    import fastloop
-    result = {"fastloop": fastloop.new_event_loop, "asyncio": asyncio.new_event_loop}
-    for name in ("uvloop", "rloop"):
-        try:
-            module = __import__(name)
-        except ImportError:
-            continue
-        result[name] = module.new_event_loop
-    return result
+from _common import loop_factories
 
 
 async def spawn_wait(exe, count):
@@ -72,7 +59,7 @@ def main():
     ballast = bytearray(args.ballast_mb * 1024 * 1024)
     for i in range(0, len(ballast), 4096):              # touch every page
         ballast[i] = 1
-    loops = factories()
+    loops = loop_factories()
     names = list(loops)
     results = {(case, name): [] for case in CASES for name in names}
     for r in range(args.rounds):

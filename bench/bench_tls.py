@@ -19,20 +19,7 @@ import statistics
 import sys
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
-
-
-def factories():
-    import fastloop
-    result = {"fastloop": fastloop.new_event_loop, "asyncio": asyncio.new_event_loop}
-    for name in ("uvloop", "rloop"):
-        try:
-            module = __import__(name)
-        except ImportError:
-            continue
-        result[name] = module.new_event_loop
-    return result
+from _common import loop_factories
 
 
 def contexts():
@@ -104,7 +91,7 @@ def main():
         except OSError:
             pass
     server_ctx, client_ctx = contexts()
-    loops = factories()
+    loops = loop_factories()
     names = list(loops)
     sizes = [int(s) for s in args.sizes.split(",")]
     results = {(size, name): [] for size in sizes for name in names}

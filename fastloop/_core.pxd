@@ -105,6 +105,7 @@ cdef class LoopCore(LoopBase):
     cdef FdEntry* fd_entry(self, int fd) except NULL
     cdef int set_kernel(self, int fd, FdEntry* entry, int interest) except -1
     cdef int sync_kernel(self, int fd, FdEntry* entry) except -1
+    cdef int drop_interest(self, int fd, FdEntry* entry, int kind) except -1
     cdef bint drop_io_handle(self, FdEntry* entry, int kind) except -1
     cdef int register_all(self) except -1
     cdef int drop_stale_registrations(self) except -1

@@ -473,14 +473,19 @@ cdef class LoopCore(LoopBase):
         if fd >= self.fds_capacity:
             return False
         entry = &self.fds[fd]
+        self.drop_interest(fd, entry, kind)
+        self.sync_kernel(fd, entry)
+        return self.drop_io_handle(entry, kind)
+
+    cdef int drop_interest(self, int fd, FdEntry* entry, int kind) except -1:
+        """Remove `kind` from what fd's handles wait for (not from the poller)."""
         if entry.events & kind:
             entry.events &= ~kind
             if entry.events == 0:
                 self.user_fds -= 1
                 if self.fileobjs:
                     self.fileobjs.pop(fd, None)
-        self.sync_kernel(fd, entry)
-        return self.drop_io_handle(entry, kind)
+        return 0
 
     cdef object io_handle_of(self, int fd, int kind):
         """fd's reader (kind READABLE) or writer, or None."""
@@ -506,18 +511,15 @@ cdef class LoopCore(LoopBase):
         if fd >= self.fds_capacity:
             return 0
         entry = &self.fds[fd]
-        if entry.events & kind:
-            entry.events &= ~kind
-            if entry.events == 0:
-                self.user_fds -= 1
-                if self.fileobjs:
-                    self.fileobjs.pop(fd, None)
-                if entry.kernel != 0 and (entry.owner == NULL or PyWeakref_GetObject(
-                        <object>entry.owner) != <PyObject*>owner):
-                    Py_CLEAR(entry.owner)
-                    ref = PyWeakref_NewRef(owner, None)
-                    Py_INCREF(ref)
-                    entry.owner = <PyObject*>ref
+        self.drop_interest(fd, entry, kind)
+        if entry.events == 0 and entry.kernel != 0 and (
+                entry.owner == NULL
+                or PyWeakref_GetObject(<object>entry.owner) != <PyObject*>owner):
+            # Remember whose interest stays registered.
+            Py_CLEAR(entry.owner)
+            ref = PyWeakref_NewRef(owner, None)
+            Py_INCREF(ref)
+            entry.owner = <PyObject*>ref
         self.drop_io_handle(entry, kind)
         return 0
 

@@ -520,15 +520,7 @@ cdef class SocketTransport(TransportBase):
             return 0
         if n == 0:
             return self.on_eof()
-        data = PyBytes_FromStringAndSize(read_buffer, n)
-        self.large_reads = n >= LARGE_READ
-        try:
-            self.data_received(data)
-        except BaseException as exc:
-            if isinstance(exc, (KeyboardInterrupt, SystemExit)):
-                raise
-            self.fatal_error(exc, "Fatal error: protocol.data_received() call failed.")
-        return 0
+        return self.deliver(PyBytes_FromStringAndSize(read_buffer, n))
 
     cdef int read_large(self) except -1:
         # Big reads are received straight into the bytes object (then shrunk
@@ -556,7 +548,11 @@ cdef class SocketTransport(TransportBase):
             _PyBytes_Resize(&raw, n)
         data = <object>raw            # takes a reference of its own
         Py_DECREF(data)
-        self.large_reads = n >= LARGE_READ
+        return self.deliver(data)
+
+    cdef int deliver(self, bytes data) except -1:
+        """Hand what was read to the protocol's data_received()."""
+        self.large_reads = PyBytes_GET_SIZE(data) >= LARGE_READ
         try:
             self.data_received(data)
         except BaseException as exc:
