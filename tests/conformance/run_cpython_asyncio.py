@@ -500,6 +500,11 @@ def worker_main(args):
 
     faulthandler.enable(file=sys.__stderr__, all_threads=True)
 
+    # A CI job started in the background inherits SIGINT as ignored; the
+    # suite's Ctrl-C tests (test_runners) expect Python's default handler,
+    # which asyncio.Runner only replaces when it is installed.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+
     # Die with the parent runner (it may be killed by a CI timeout): the
     # worker runs in its own session, so nothing else would stop it.
     import threading
