@@ -12,7 +12,6 @@ and the ratios (> 1: fastloop faster).
 """
 import argparse
 import asyncio
-import os
 import shutil
 import statistics
 import sys
