@@ -8,7 +8,7 @@ a protocol's buffer, and writes try send()/writev() at once, buffering only
 what the kernel would not take.
 """
 from cpython.object cimport PyObject
-from cpython.ref cimport Py_INCREF, Py_DECREF
+from cpython.ref cimport Py_INCREF
 
 cdef extern from "Python.h":
     void Py_XDECREF(PyObject*)
@@ -38,8 +38,6 @@ from asyncio import trsock as _trsock
 from asyncio.log import logger as _logger
 
 cdef extern from "Python.h":
-    PyObject* new_bytes "PyBytes_FromStringAndSize"(const char* data, Py_ssize_t size)
-    int _PyBytes_Resize(PyObject** obj, Py_ssize_t size) except -1
     int PyContext_Enter(object ctx) except -1
     int PyContext_Exit(object ctx) except -1
 
@@ -57,9 +55,6 @@ cdef extern from "_compat.h":
 cdef enum:
     # asyncio reads up to this much per recv() (its transports' max_size).
     READ_SIZE = 256 * 1024
-    # A transport whose last read was this big reads the next one directly
-    # into a bytes object (see read_large).
-    LARGE_READ = 16 * 1024
 # One receive buffer for every transport: data is copied out of it before
 # any Python code runs, so the transports never see each other's bytes.
 cdef char read_buffer[READ_SIZE]
@@ -474,7 +469,6 @@ cdef class SocketTransport(TransportBase):
     cdef object empty_waiter           # loop.sendfile() waits for the buffer to drain
     cdef Py_ssize_t sent_of_first      # bytes of buffer[0] already sent
     cdef bint eof                      # write_eof() was called
-    cdef bint large_reads              # the last read was >= LARGE_READ bytes
 
     _start_tls_compatible = True
     _sendfile_compatible = _constants._SendfileMode.TRY_NATIVE
@@ -506,8 +500,6 @@ cdef class SocketTransport(TransportBase):
             return 0
         if self.buffered:
             return self.read_into_protocol_buffer()
-        if self.large_reads:
-            return self.read_large()
         while True:
             n = recv(self._sock_fd, read_buffer, READ_SIZE, 0)
             if n >= 0:
@@ -522,37 +514,8 @@ cdef class SocketTransport(TransportBase):
             return self.on_eof()
         return self.deliver(PyBytes_FromStringAndSize(read_buffer, n))
 
-    cdef int read_large(self) except -1:
-        # Big reads are received straight into the bytes object (then shrunk
-        # in place): copying them out of read_buffer would cost more than
-        # the allocation saves.
-        cdef ssize_t n
-        cdef int err = 0
-        cdef PyObject* raw = new_bytes(NULL, READ_SIZE)
-        if raw == NULL:
-            raise MemoryError()
-        while True:
-            n = recv(self._sock_fd, PyBytes_AS_STRING(<object>raw), READ_SIZE, 0)
-            if n >= 0 or errno != EINTR:
-                err = errno
-                break
-        if n <= 0:
-            Py_DECREF(<object>raw)
-            self.large_reads = False
-            if n == 0:
-                return self.on_eof()
-            if not would_block(err):
-                self.fatal_error(os_error(err), "Fatal read error on socket transport")
-            return 0
-        if n < READ_SIZE:
-            _PyBytes_Resize(&raw, n)
-        data = <object>raw            # takes a reference of its own
-        Py_DECREF(data)
-        return self.deliver(data)
-
     cdef int deliver(self, bytes data) except -1:
         """Hand what was read to the protocol's data_received()."""
-        self.large_reads = PyBytes_GET_SIZE(data) >= LARGE_READ
         try:
             self.data_received(data)
         except BaseException as exc:
