@@ -138,7 +138,9 @@ class Loop(LoopCore, asyncio.SelectorEventLoop):
 
     # sock_recv, sock_recv_into and sock_sendall: plain sockets take the C
     # path (fastloop/_sockops.pyx); anything else (socket subclasses, debug
-    # mode with its extra checks) runs asyncio's own code.
+    # mode with its extra checks) runs asyncio's own code. The three bodies
+    # are alike on purpose: a shared helper coroutine would add an await
+    # layer to every call that has to wait.
 
     async def sock_recv(self, sock, n):
         if type(sock) is not socket.socket or self._debug:
