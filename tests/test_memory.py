@@ -2,8 +2,10 @@
 blocks, on fastloop as on asyncio (sys.getallocatedblocks() counts every
 object and buffer CPython's allocator hands out)."""
 import asyncio
+import contextlib
 import contextvars
 import gc
+import socket
 import sys
 import threading
 
@@ -85,3 +87,56 @@ def test_many_loops_created_and_closed_do_not_leak(loop_factory):
         cycle()
     growth = _blocks() - before
     assert growth < 300, f"{growth} more memory blocks after 100 loops"
+
+
+class _Echo(asyncio.Protocol):
+    def connection_made(self, transport):
+        self.transport = transport
+
+    def data_received(self, data):
+        self.transport.write(data)
+
+
+async def _network_round(loop, port, n):
+    # Stream connections, sock_* calls (one of them cancelled) and datagram
+    # endpoints: every kind of C transport and socket operation, opened and
+    # closed n times.
+    for _ in range(n):
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"x" * 100)
+        await reader.readexactly(100)
+        writer.close()
+        await writer.wait_closed()
+        a, b = socket.socketpair()
+        with a, b:
+            a.setblocking(False)
+            b.send(b"y")
+            await loop.sock_recv(a, 10)
+            pending = asyncio.ensure_future(loop.sock_recv(a, 10))
+            await asyncio.sleep(0)
+            pending.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await pending
+        transport, _ = await loop.create_datagram_endpoint(
+            asyncio.DatagramProtocol, local_addr=("127.0.0.1", 0))
+        transport.close()
+        await asyncio.sleep(0)
+
+
+@pytest.mark.timeout(120)
+def test_connections_and_socket_operations_do_not_leak(loop):
+    async def main():
+        server = await loop.create_server(_Echo, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        await _network_round(loop, port, 50)        # warm up
+        before = _blocks()
+        await _network_round(loop, port, 300)
+        await asyncio.sleep(0.05)
+        growth = _blocks() - before
+        server.close()
+        await server.wait_closed()
+        return growth
+
+    growth = loop.run_until_complete(asyncio.wait_for(main(), 100))
+    # A leaked transport, handle or socket per round would be 300+ objects.
+    assert growth < 300, f"{growth} more memory blocks after 300 rounds"
