@@ -12,21 +12,13 @@ socket.socket objects.
 """
 from cpython.bytes cimport PyBytes_FromStringAndSize
 from cpython.buffer cimport PyObject_GetBuffer, PyBuffer_Release, PyBUF_SIMPLE, PyBUF_WRITABLE
-from libc.errno cimport errno, EINTR, EAGAIN
-from libc.string cimport strerror
+from libc.errno cimport errno, EINTR
 
 from fastloop._handles cimport Handle
 from fastloop._core cimport LoopCore
 from fastloop._poller cimport READABLE, WRITABLE
-
-cdef extern from "<errno.h>":
-    int EWOULDBLOCK
-
-cdef extern from "_compat.h":
-    ctypedef long ssize_t
-    ssize_t recv(int fd, void* buf, size_t n, int flags) nogil
-    ssize_t send(int fd, const void* buf, size_t n, int flags) nogil
-    int FL_MSG_NOSIGNAL
+from fastloop._sysio cimport (ssize_t, iovec, recv, send, writev, FL_MSG_NOSIGNAL,
+                             os_error, would_block)
 
 cdef extern from "Python.h":
     bint PyObject_CheckBuffer(object obj)
@@ -44,14 +36,6 @@ cdef enum Op:
     RECV = 1
     RECV_INTO = 2
     SENDALL = 3
-
-
-cdef object os_error(int err):
-    return OSError(err, strerror(err).decode("utf-8", "replace"))
-
-
-cdef inline bint would_block(int err) noexcept:
-    return err == EAGAIN or err == EWOULDBLOCK
 
 
 cdef object try_recv(object sock, int fd, Py_ssize_t n):

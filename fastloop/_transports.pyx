@@ -15,15 +15,14 @@ cdef extern from "Python.h":
 from cpython.bytes cimport PyBytes_FromStringAndSize, PyBytes_AS_STRING, PyBytes_GET_SIZE
 from cpython.buffer cimport PyObject_GetBuffer, PyBuffer_Release, PyBUF_SIMPLE, PyBUF_WRITABLE
 from cpython.contextvars cimport PyContext_CopyCurrent
-from libc.errno cimport errno, EINTR, EAGAIN
+from libc.errno cimport errno, EINTR
 
-cdef extern from "<errno.h>":
-    int EWOULDBLOCK
-from libc.string cimport strerror
 
 from fastloop._handles cimport Handle, new_handle
 from fastloop._core cimport LoopCore
 from fastloop._poller cimport READABLE, WRITABLE
+from fastloop._sysio cimport (ssize_t, iovec, recv, send, writev, FL_MSG_NOSIGNAL,
+                             os_error, would_block)
 
 import sys
 import socket as _socket
@@ -40,16 +39,6 @@ from asyncio.log import logger as _logger
 cdef extern from "Python.h":
     int PyContext_Enter(object ctx) except -1
     int PyContext_Exit(object ctx) except -1
-
-cdef extern from "_compat.h":
-    ctypedef long ssize_t
-    struct iovec:
-        void* iov_base
-        size_t iov_len
-    ssize_t recv(int fd, void* buf, size_t n, int flags) nogil
-    ssize_t send(int fd, const void* buf, size_t n, int flags) nogil
-    ssize_t writev(int fd, const iovec* iov, int iovcnt) nogil
-    int FL_MSG_NOSIGNAL
 
 
 cdef enum:
@@ -77,15 +66,6 @@ cdef extern from "Python.h":
     ctypedef struct MroSlot "PyTypeObject":
         PyObject* tp_mro
     void PyType_Modified(object type)
-
-
-cdef object os_error(int err):
-    # OSError(errno, ...) picks the subclass (ConnectionResetError, ...).
-    return OSError(err, strerror(err).decode("utf-8", "replace"))
-
-
-cdef inline bint would_block(int err) noexcept:
-    return err == EAGAIN or err == EWOULDBLOCK
 
 
 cdef enum:
@@ -196,7 +176,7 @@ cdef class TransportBase:
 
     cdef IOHandle io_handle(self, int kind):
         cdef IOHandle handle = IOHandle.__new__(IOHandle)
-        handle._callback = self._on_readable if kind == ON_READABLE else self._on_writable
+        handle._callback = self          # what reprs and slow-callback warnings show
         handle._args = ()
         handle._loop = self.loop
         handle._context = self.context
@@ -228,13 +208,6 @@ cdef class TransportBase:
         # Scheduled by __init__ behind connection_made().
         if self.is_reading():
             self.start_reading_now()
-
-    # Named like asyncio's callbacks, for the handles' reprs.
-    def _on_readable(self):
-        self.on_readable()
-
-    def _on_writable(self):
-        self.on_writable()
 
     cdef detach_server(self):
         server = self.server
