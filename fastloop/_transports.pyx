@@ -12,7 +12,8 @@ from cpython.ref cimport Py_INCREF
 
 cdef extern from "Python.h":
     void Py_XDECREF(PyObject*)
-from cpython.bytes cimport PyBytes_FromStringAndSize, PyBytes_AS_STRING, PyBytes_GET_SIZE
+from cpython.bytes cimport (PyBytes_FromStringAndSize, PyBytes_AS_STRING, PyBytes_GET_SIZE,
+                            _PyBytes_Resize)
 from cpython.buffer cimport PyObject_GetBuffer, PyBuffer_Release, PyBUF_SIMPLE, PyBUF_WRITABLE
 from cpython.contextvars cimport PyContext_CopyCurrent
 from libc.errno cimport errno, EINTR
@@ -44,9 +45,47 @@ cdef extern from "Python.h":
 cdef enum:
     # asyncio reads up to this much per recv() (its transports' max_size).
     READ_SIZE = 256 * 1024
-# One receive buffer for every transport: data is copied out of it before
-# any Python code runs, so the transports never see each other's bytes.
-cdef char read_buffer[READ_SIZE]
+    # A read at least this large is handed to the protocol in the buffer it
+    # was received into; a smaller one is copied out into an exact-size bytes.
+    HAND_OVER_MIN = 32 * 1024
+
+# The receive buffer: a bytes object of READ_SIZE that every transport reads
+# into (there is at most one recv() in flight per thread holding the GIL).
+# Small reads are copied out and the buffer is kept: copying a few KiB is
+# cheaper than allocating 256 KiB.  A large read gives the buffer itself to
+# the protocol, shrunk to the data's size (no copy, no waste if the protocol
+# keeps it), and the next read allocates a fresh one.
+cdef bytes spare_read_buffer = None
+# glibc serves blocks above its mmap threshold (128 KiB at start) with mmap(),
+# and then every handed-over buffer would cost mmap + mremap + munmap and page
+# faults.  Freeing one such block raises the threshold past its size (glibc's
+# dynamic threshold), after which buffers of READ_SIZE come from the heap.
+# asyncio's sock.recv() gets the same effect from its first EAGAIN.
+PyBytes_FromStringAndSize(NULL, READ_SIZE)
+
+
+cdef inline char* read_buffer() except NULL:
+    global spare_read_buffer
+    if spare_read_buffer is None:
+        spare_read_buffer = PyBytes_FromStringAndSize(NULL, READ_SIZE)
+    return PyBytes_AS_STRING(spare_read_buffer)
+
+
+cdef bytes read_result(Py_ssize_t n):
+    """The first n bytes of the receive buffer, as the bytes to deliver."""
+    global spare_read_buffer
+    cdef PyObject* raw
+    if n < HAND_OVER_MIN:
+        return PyBytes_FromStringAndSize(PyBytes_AS_STRING(spare_read_buffer), n)
+    # Take the buffer so that ours is its only reference: only then may it be
+    # resized in place.
+    raw = <PyObject*>spare_read_buffer
+    Py_INCREF(spare_read_buffer)
+    spare_read_buffer = None
+    _PyBytes_Resize(&raw, n)
+    result = <bytes>raw
+    Py_XDECREF(raw)
+    return result
 
 cdef object _BufferedProtocol = _protocols.BufferedProtocol
 cdef object _set_nodelay = _base_events._set_nodelay
@@ -469,12 +508,14 @@ cdef class SocketTransport(TransportBase):
         cdef ssize_t n
         cdef int err
         cdef Py_buffer view
+        cdef char* buf
         if self.conn_lost:
             return 0
         if self.buffered:
             return self.read_into_protocol_buffer()
+        buf = read_buffer()
         while True:
-            n = recv(self._sock_fd, read_buffer, READ_SIZE, 0)
+            n = recv(self._sock_fd, buf, READ_SIZE, 0)
             if n >= 0:
                 break
             err = errno
@@ -485,7 +526,7 @@ cdef class SocketTransport(TransportBase):
             return 0
         if n == 0:
             return self.on_eof()
-        return self.deliver(PyBytes_FromStringAndSize(read_buffer, n))
+        return self.deliver(read_result(n))
 
     cdef int deliver(self, bytes data) except -1:
         """Hand what was read to the protocol's data_received()."""
