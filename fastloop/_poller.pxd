@@ -25,6 +25,7 @@ cdef class Poller:
     cdef Ready* ready          # filled by wait(), `capacity` entries
     cdef int capacity
     cdef int nfds              # registered fds
+    cdef bint busy             # the last wait reported several events
 
     # Change the interest set of fd from `old` to `new` (0 means unregistered).
     # `tag` comes back in Ready.tag for events of this registration: the loop
@@ -32,7 +33,7 @@ cdef class Poller:
     # file kept open elsewhere) by a tag that does not match.
     cdef int update(self, int fd, int old, int new, unsigned int tag) except -1
     # Wait up to timeout_ms (-1: forever, 0: don't block; the GIL is released
-    # only when blocking) and return how many entries of `ready` are filled.
+    # only to block) and return how many entries of `ready` are filled.
     # A signal that interrupts the wait runs the Python signal handlers; their
     # exception propagates.
     cdef int wait(self, int timeout_ms) except -1

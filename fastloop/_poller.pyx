@@ -48,6 +48,16 @@ DEFAULT = "epoll" if FL_HAVE_EPOLL else "poll"
 AVAILABLE = ("epoll", "poll") if FL_HAVE_EPOLL else ("poll",)
 
 
+cdef enum:
+    # A wait that reported this many events marks the loop busy: the next
+    # wait first polls without releasing the GIL (releasing and re-taking it
+    # costs more than the poll when events are already pending, as they
+    # usually are after a batch), and releases it only if it has to block.
+    # A loop serving one connection at a time reports single events and
+    # never pays for the extra poll.
+    BUSY_EVENTS = 2
+
+
 cdef int _raise_errno() except -1:
     PyErr_SetFromErrno(OSError)
     return -1
@@ -148,11 +158,13 @@ cdef class EpollPoller(Poller):
         cdef int wanted = self.nfds if self.nfds > 0 else 1
         _grow(<void**>&self.kernel_events, &self.kernel_capacity, wanted, sizeof(epoll_event))
         _grow(<void**>&self.ready, &self.capacity, self.kernel_capacity, sizeof(Ready))
-        if timeout_ms == 0:
+        n = 0
+        if timeout_ms == 0 or self.busy:
             n = epoll_wait(self.epfd, self.kernel_events, self.kernel_capacity, 0)
-        else:
+        if n == 0 and timeout_ms != 0:
             with nogil:
                 n = epoll_wait(self.epfd, self.kernel_events, self.kernel_capacity, timeout_ms)
+        self.busy = n >= BUSY_EVENTS
         if n < 0:
             return _after_failed_wait()
         for i in range(n):
@@ -228,11 +240,13 @@ cdef class PollPoller(Poller):
     cdef int wait(self, int timeout_ms) except -1:
         cdef int n, i, count, bits, events
         _grow(<void**>&self.ready, &self.capacity, self.nfds if self.nfds > 0 else 1, sizeof(Ready))
-        if timeout_ms == 0:
+        n = 0
+        if timeout_ms == 0 or self.busy:
             n = poll(self.fds, self.nfds, 0)
-        else:
+        if n == 0 and timeout_ms != 0:
             with nogil:
                 n = poll(self.fds, self.nfds, timeout_ms)
+        self.busy = n >= BUSY_EVENTS
         if n < 0:
             return _after_failed_wait()
         count = 0
