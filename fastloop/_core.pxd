@@ -72,7 +72,8 @@ cdef class LoopCore(LoopBase):
     # but leaves the interest registered with the poller, on behalf of
     # `owner` (the socket object): when the same, still open socket waits
     # again (set_owned_io_handle), no system call is needed. An event for
-    # interest nobody has any more removes it then.
+    # interest nobody has any more removes it then. Callers pass the fd they
+    # have just read from owner.fileno().
     cdef int set_owned_io_handle(self, int fd, int kind, Handle handle, object owner) except -1
     cdef int release_io_handle(self, int fd, int kind, object owner) except -1
     cdef bint has_left_interest(self, int fd, int kind, object owner) except -1

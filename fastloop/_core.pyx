@@ -496,15 +496,15 @@ cdef class LoopCore(LoopBase):
         return <object>handle if handle != NULL else None
 
     cdef bint has_left_interest(self, int fd, int kind, object owner) except -1:
-        """True if `owner` (a socket on fd) left `kind` registered with the
-        poller and nothing else has registered fd since."""
+        """True if `owner` left `kind` registered with the poller and nothing
+        else has registered fd since. The caller has just read fd from
+        owner.fileno(), so the file is still the one registered."""
         cdef FdEntry* entry
         if fd >= self.fds_capacity:
             return False
         entry = &self.fds[fd]
         return (entry.events == 0 and entry.kernel & kind and entry.owner != NULL
-                and PyWeakref_GetObject(<object>entry.owner) == <PyObject*>owner
-                and owner.fileno() == fd)
+                and PyWeakref_GetObject(<object>entry.owner) == <PyObject*>owner)
 
     cdef int release_io_handle(self, int fd, int kind, object owner) except -1:
         cdef FdEntry* entry
