@@ -789,6 +789,49 @@ cdef class SocketTransport(TransportBase):
         self.empty_waiter = None
 
 
+# ---------------------------------------------------------------- accepting
+
+def accept_connections(loop, protocol_factory, sock, server, Py_ssize_t backlog):
+    """Accept up to `backlog` pending connections on the listening socket and
+    start a transport for each, as asyncio's plain (non-TLS) servers do, but
+    without a task per connection: the transport is made here, and the
+    protocol's connection_made() runs in the next iteration.
+
+    Returns True when accept() failed with an error that is not "nothing
+    pending": asyncio's own accept code then runs, meets the same error and
+    reports it (or backs off on EMFILE and friends) the way asyncio does."""
+    cdef Py_ssize_t i
+    for i in range(backlog):
+        try:
+            conn, addr = sock.accept()
+            conn.setblocking(False)
+        except (BlockingIOError, InterruptedError, ConnectionAbortedError):
+            return False
+        except OSError:
+            return True
+        start_accepted(loop, protocol_factory, conn, {'peername': addr}, server)
+    return False
+
+
+cdef start_accepted(loop, protocol_factory, conn, dict extra, server):
+    # asyncio makes the protocol and transport in a task of their own, so
+    # each connection gets a copy of the context: so does it here.
+    ctx = PyContext_CopyCurrent()
+    PyContext_Enter(ctx)
+    try:
+        protocol = protocol_factory()
+        loop._make_socket_transport(conn, protocol, extra=extra, server=server)
+    except BaseException as exc:
+        if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+            raise
+        # asyncio (outside debug mode, where this path is not taken) drops
+        # the error silently and leaves the socket to the garbage collector;
+        # close it now instead.
+        conn.close()
+    finally:
+        PyContext_Exit(ctx)
+
+
 cdef class DatagramTransport(TransportBase):
     """A UDP or Unix datagram transport (asyncio.DatagramTransport's
     interface). Addresses are converted by the socket module: recvfrom(),

@@ -22,7 +22,7 @@ import weakref
 from asyncio.log import logger
 
 from fastloop._core import LoopCore
-from fastloop._transports import DatagramTransport, SocketTransport
+from fastloop._transports import DatagramTransport, SocketTransport, accept_connections
 from fastloop import _sockops
 from fastloop._children import new_watcher
 
@@ -129,6 +129,17 @@ class Loop(LoopCore, asyncio.SelectorEventLoop):
         # -- gets fastloop's C transport.
         self._ensure_fd_no_transport(sock)
         return SocketTransport(self, sock, protocol, waiter, extra, server)
+
+    def _accept_connection(self, protocol_factory, sock, sslcontext=None,
+                           server=None, backlog=100, *ssl_timeouts):
+        # Plain servers accept in C without a task per connection; TLS
+        # servers (a handshake to wait for), debug mode (its logging) and
+        # accept() errors take asyncio's code.
+        if sslcontext is None and not self._debug and not accept_connections(
+                self, protocol_factory, sock, server, backlog):
+            return
+        super()._accept_connection(protocol_factory, sock, sslcontext, server,
+                                   backlog, *ssl_timeouts)
 
     def _make_datagram_transport(self, sock, protocol, address=None,
                                  waiter=None, extra=None):

@@ -21,6 +21,7 @@ import shutil
 import socket
 import sys
 import tempfile
+import warnings
 
 import pytest
 
@@ -1134,6 +1135,149 @@ def test_many_concurrent_connections(loop):
     results, accepted = run(loop, main(), timeout=50)
     assert results == [True] * n
     assert accepted == n
+
+
+@pytest.mark.timeout(60)
+def test_thousand_connections_open_at_once(loop):
+    """1000 clients connected at the same time, each echoed on its own
+    connection; all are open before any closes."""
+    import resource
+    n = 1000
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < 2 * n + 200:
+        want = 2 * n + 200
+        if hard != resource.RLIM_INFINITY and hard < want:
+            pytest.skip(f"needs {want} file descriptors, the hard limit is {hard}")
+        resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+
+    class Echo(asyncio.Protocol):
+        def connection_made(self, transport):
+            self.transport = transport
+
+        def data_received(self, data):
+            self.transport.write(data)
+
+    class Client(asyncio.Protocol):
+        def __init__(self):
+            self.got = bytearray()
+            self.done = loop.create_future()
+
+        def data_received(self, data):
+            self.got += data
+            if len(self.got) >= 6:
+                self.done.set_result(bytes(self.got))
+
+    async def main():
+        srv = await loop.create_server(Echo, "127.0.0.1", 0, backlog=n)
+        addr = srv.sockets[0].getsockname()
+        pairs = await asyncio.gather(*(
+            loop.create_connection(Client, *addr) for _ in range(n)))
+        for i, (tr, _) in enumerate(pairs):
+            tr.write(b"%06d" % i)
+        replies = await asyncio.gather(*(proto.done for _, proto in pairs))
+        for tr, _ in pairs:
+            tr.close()
+        await close_server(srv)
+        return replies
+
+    try:
+        replies = run(loop, main(), timeout=50)
+    finally:
+        if soft < 2 * n + 200:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    assert replies == [b"%06d" % i for i in range(n)]
+
+
+@pytest.mark.timeout(30)
+def test_protocol_factory_raising_drops_only_that_connection(loop, is_fastloop):
+    """A server whose protocol factory raises for one connection: that
+    connection is closed (outside debug mode asyncio reports nothing), the
+    server and the loop keep serving the next ones."""
+    calls = []
+
+    class Echo(asyncio.Protocol):
+        def connection_made(self, transport):
+            self.transport = transport
+
+        def data_received(self, data):
+            self.transport.write(data)
+
+    def factory():
+        calls.append(None)
+        if len(calls) == 1:
+            raise ZeroDivisionError("no protocol for you")
+        return Echo()
+
+    errors = []
+
+    async def main():
+        loop.set_exception_handler(lambda lp, ctx: errors.append(ctx))
+        srv = await loop.create_server(factory, "127.0.0.1", 0)
+        addr = srv.sockets[0].getsockname()
+        r1, w1 = await asyncio.open_connection(*addr)
+        refused = await r1.read()          # EOF: the server closed it
+        w1.close()
+        r2, w2 = await asyncio.open_connection(*addr)
+        w2.write(b"ping")
+        echoed = await r2.readexactly(4)
+        w2.close()
+        await w2.wait_closed()
+        await close_server(srv)
+        return refused, echoed
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ResourceWarning)
+        refused, echoed = run(loop, main())
+        gc.collect()
+    assert (refused, echoed, len(calls), errors) == (b"", b"ping", 2, [])
+    unclosed = [w for w in caught if issubclass(w.category, ResourceWarning)]
+    # asyncio leaves the accepted socket to the garbage collector, which
+    # warns; fastloop closes it.
+    assert len(unclosed) == (0 if is_fastloop else 1), unclosed
+
+
+@pytest.mark.timeout(30)
+def test_accepted_connections_get_a_context_each(loop):
+    """What a server's protocol factory sets in a context variable is seen by
+    that connection's callbacks only, as with asyncio's task per connection."""
+    var = contextvars.ContextVar("var", default="unset")
+    seen = []
+    counter = iter(range(100))
+
+    class Proto(asyncio.Protocol):
+        def connection_made(self, transport):
+            self.transport = transport
+            seen.append(("made", self.name, var.get()))
+
+        def data_received(self, data):
+            seen.append(("data", self.name, var.get()))
+            self.transport.write(data)
+
+    def factory():
+        seen.append(("factory", var.get()))
+        proto = Proto()
+        proto.name = f"conn{next(counter)}"
+        var.set(proto.name)
+        return proto
+
+    async def main():
+        var.set("server")
+        srv = await loop.create_server(factory, "127.0.0.1", 0)
+        addr = srv.sockets[0].getsockname()
+        for _ in range(2):
+            r, w = await asyncio.open_connection(*addr)
+            w.write(b"x")
+            await r.readexactly(1)
+            w.close()
+            await w.wait_closed()
+        await close_server(srv)
+        return var.get()
+
+    assert run(loop, main()) == "server"
+    assert seen == [
+        ("factory", "server"), ("made", "conn0", "conn0"), ("data", "conn0", "conn0"),
+        ("factory", "server"), ("made", "conn1", "conn1"), ("data", "conn1", "conn1"),
+    ]
 
 
 @pytest.mark.timeout(30)

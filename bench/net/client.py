@@ -2,6 +2,7 @@
 
     python bench/net/client.py --addr tcp --port 8888 --size 1024 --conns 8 --duration 3
     python bench/net/client.py --addr unix --path /tmp/x.sock --http --duration 3
+    python bench/net/client.py --addr tcp --port 8888 --reconnect --conns 8
 
 One thread, one epoll, non-blocking sockets (the loop under test is never
 imported here). Each connection sends a fixed message (SIZE bytes of echo
@@ -10,18 +11,35 @@ reply has arrived. Before the run, a probe request checks the reply
 (echo: identical bytes; HTTP: status 200 and Content-Length), so a broken
 server fails loudly instead of looking fast.
 
+--reconnect: every request gets a connection of its own (non-blocking
+connect, send, read the whole reply, close), and the next connection in that
+slot starts at once; --conns such slots run concurrently. A request is still
+counted per complete reply, so requests/s is then connections/s.
+
 Output (stdout, one line each): "start" after the warmup, then
 "result REQUESTS SECONDS" for the measured window. The driver samples the
 server's CPU time when it sees each line.
 """
 import argparse
+import errno
 import os
 import select
 import socket
+import struct
 import sys
 import time
 
 HTTP_REQUEST = b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nUser-Agent: fastloop-bench\r\n\r\n"
+
+# SO_LINGER on, 0 s: close() sends RST and the socket skips TIME_WAIT. The
+# client closes first, so with a plain close() every connection would park
+# its ephemeral port in TIME_WAIT for 60 s; at tens of thousands of
+# connections per second the 28k ports of the default range
+# (ip_local_port_range) run out within a run and connect() fails with
+# EADDRNOTAVAIL. The server then sees ECONNRESET instead of EOF after the
+# reply, which every server here treats as an ordinary close.
+LINGER_RST = struct.pack("ii", 1, 0)
+CONNECTING = -1     # --reconnect: remaining[fd] until connect() completes
 
 
 def connect(args):
@@ -79,9 +97,41 @@ def probe(args, msg):
         s.close()
 
 
+class Window:
+    """Warmup, then the measured window; prints "start" and "result N SECONDS".
+
+    done(count) is called once per poll with the requests completed so far.
+    """
+
+    def __init__(self, args):
+        self.duration = args.duration
+        self.t_end = time.monotonic() + args.warmup
+        self.t0 = self.c0 = None
+
+    def done(self, count):
+        now = time.monotonic()
+        if now < self.t_end:
+            return False
+        if self.t0 is None:
+            print("start", flush=True)
+            self.t0 = time.monotonic()
+            self.c0 = count
+            self.t_end = self.t0 + self.duration
+            return False
+        print(f"result {count - self.c0} {now - self.t0:.6f}", flush=True)
+        return True
+
+    def stalled(self, events):
+        return not events and time.monotonic() > self.t_end + 5
+
+
 def run(args):
     msg = HTTP_REQUEST if args.http else os.urandom(args.size)
     reply_len = probe(args, msg)
+    (reconnect if args.reconnect else pingpong)(args, msg, reply_len)
+
+
+def pingpong(args, msg, reply_len):
     ep = select.epoll()
     socks = {}
     remaining = {}     # fd -> reply bytes still expected
@@ -112,24 +162,11 @@ def run(args):
         ep.register(fd, send(fd))
 
     recv_into = {fd: s.recv_into for fd, s in socks.items()}
-    t_end = time.monotonic() + args.warmup
-    phase = "warmup"
-    t0 = c0 = None
+    window = Window(args)
     poll = ep.poll
-    monotonic = time.monotonic
-    while True:
-        now = monotonic()
-        if now >= t_end:
-            if phase == "warmup":
-                phase = "measure"
-                print("start", flush=True)
-                t0 = monotonic()
-                c0 = count
-                t_end = t0 + args.duration
-            else:
-                break
+    while not window.done(count):
         events = poll(1.0)
-        if not events and monotonic() > t_end + 5:
+        if window.stalled(events):
             raise SystemExit("client: no progress for 5 s")
         for fd, ev in events:
             if ev & select.EPOLLOUT:
@@ -154,8 +191,116 @@ def run(args):
                 mask = send(fd)
                 if mask != select.EPOLLIN:
                     ep.modify(fd, mask)
-    elapsed = monotonic() - t0
-    print(f"result {count - c0} {elapsed:.6f}", flush=True)
+    for s in socks.values():
+        s.close()
+
+
+def connect_failed(err):
+    hint = {errno.ECONNREFUSED: " (server not listening, or died)",
+            errno.EADDRNOTAVAIL: " (out of ephemeral ports: TIME_WAIT?)"}.get(err, "")
+    raise SystemExit(f"client: connect() failed: {os.strerror(err)}"
+                     f" [{errno.errorcode.get(err, err)}]{hint}")
+
+
+def reconnect(args, msg, reply_len):
+    """--reconnect: N slots, each connect -> send -> read reply -> close."""
+    ep = select.epoll()
+    socks = {}         # fd -> socket
+    remaining = {}     # fd -> reply bytes still expected, or CONNECTING
+    outbuf = {}        # fd -> memoryview of unsent request bytes
+    buf = bytearray(max(reply_len, 256 * 1024))
+    count = 0
+    retry = 0          # slots to restart after the next poll
+    tcp = args.addr == "tcp"
+    family = socket.AF_INET if tcp else socket.AF_UNIX
+    target = (args.host, args.port) if tcp else args.path
+
+    def send(fd):
+        s = socks[fd]
+        mv = outbuf.pop(fd, None)
+        if mv is None:
+            mv = memoryview(msg)
+        try:
+            n = s.send(mv)
+        except BlockingIOError:
+            n = 0
+        if n < len(mv):
+            outbuf[fd] = mv[n:]
+            return select.EPOLLIN | select.EPOLLOUT
+        return select.EPOLLIN
+
+    def start():
+        """Open a slot's next connection; False: retry after the next poll."""
+        s = socket.socket(family, socket.SOCK_STREAM)
+        s.setblocking(False)
+        if tcp:
+            s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, LINGER_RST)
+        err = s.connect_ex(target)
+        fd = s.fileno()
+        if err == errno.EINPROGRESS:        # TCP: always, even on loopback
+            socks[fd] = s
+            remaining[fd] = CONNECTING
+            ep.register(fd, select.EPOLLOUT)
+        elif err == 0:                      # unix: connected (queued) at once
+            socks[fd] = s
+            remaining[fd] = reply_len
+            ep.register(fd, send(fd))
+        elif err == errno.EAGAIN and not tcp:
+            s.close()                       # unix: the listen backlog is full
+            return False
+        else:
+            s.close()
+            connect_failed(err)
+        return True
+
+    def finish(fd):
+        """The reply is complete: close, start the slot's next connection."""
+        del remaining[fd]
+        socks.pop(fd).close()   # also drops it from the epoll set
+        return start()
+
+    for _ in range(args.conns):
+        retry += not start()
+
+    window = Window(args)
+    poll = ep.poll
+    while not window.done(count):
+        events = poll(0.001 if retry else 1.0)
+        if window.stalled(events):
+            raise SystemExit("client: no progress for 5 s")
+        for _ in range(retry):
+            retry -= start()
+        for fd, ev in events:
+            r = remaining[fd]
+            if r == CONNECTING:
+                err = socks[fd].getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+                if err:
+                    connect_failed(err)
+                remaining[fd] = reply_len
+                ep.modify(fd, send(fd))
+                continue
+            if ev & select.EPOLLOUT:
+                mask = send(fd)
+                if mask == select.EPOLLIN:
+                    ep.modify(fd, mask)
+            if ev & (select.EPOLLIN | select.EPOLLHUP | select.EPOLLERR):
+                try:
+                    n = socks[fd].recv_into(buf)
+                except BlockingIOError:
+                    continue
+                except ConnectionError as e:
+                    raise SystemExit(f"client: connection lost before the reply: {e}")
+                if n == 0:
+                    raise SystemExit("client: server closed a connection before the reply")
+                r -= n
+                if r > 0:
+                    remaining[fd] = r
+                    continue
+                if r < 0:
+                    raise SystemExit("client: got more reply bytes than expected")
+                count += 1
+                retry += not finish(fd)
     for s in socks.values():
         s.close()
 
@@ -168,7 +313,10 @@ def main():
     p.add_argument("--path")
     p.add_argument("--size", type=int, default=1024, help="echo message bytes")
     p.add_argument("--http", action="store_true", help="send a fixed HTTP GET instead")
-    p.add_argument("--conns", type=int, default=8)
+    p.add_argument("--conns", type=int, default=8,
+                   help="connections (--reconnect: concurrent connection slots)")
+    p.add_argument("--reconnect", action="store_true",
+                   help="a new connection per request (connect, send, read reply, close)")
     p.add_argument("--duration", type=float, default=3.0)
     p.add_argument("--warmup", type=float, default=0.3)
     args = p.parse_args()

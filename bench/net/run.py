@@ -1,6 +1,6 @@
 """Network benchmark driver: echo/HTTP servers on each loop vs. a C reference.
 
-    python bench/net/run.py                      # default cells, 3 rounds x 3 s (~8 min)
+    python bench/net/run.py                      # default cells, 3 rounds x 3 s (~10 min)
     python bench/net/run.py --quick              # 1 s per run, 2 rounds (~2 min)
     python bench/net/run.py --only 'protocol-*,http' --loops fastloop,asyncio
     python bench/net/run.py --list               # the cells
@@ -12,6 +12,12 @@ start and end of the client's measured window. Loops are interleaved
 round-robin within each round (the starting loop rotates per round) and the
 median of the rounds is reported. The C epoll server (epoll_echo.c, compiled
 here with `cc -O2` into a temp dir) is measured the same way as a reference.
+
+The connect-* cells run the client with --reconnect: every request is a new
+connection (connect, one echo, close; TCP closes with RST, see client.py), so
+their requests/s are connections/s and their CPU per request is the server's
+cost of a whole connection: accept, transport and protocol setup, one echo,
+teardown. Their C reference is a separate run with the same client mode.
 
 Progress goes to stderr, the markdown tables to stdout.
 """
@@ -35,20 +41,23 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 LOOPS = ["fastloop", "asyncio", "uvloop", "rloop"]
 KiB = 1024
 
-# name -> (style, size, addr, two_writes); size None = HTTP
+# name -> (style, size, addr, two_writes, reconnect); size None = HTTP;
+# reconnect: the client opens a new connection per request (--reconnect)
 CELLS = {}
 for _style in ("protocol", "streams", "sock"):
     for _size, _tag in ((KiB, "1k"), (10 * KiB, "10k"), (100 * KiB, "100k")):
-        CELLS[f"{_style}-{_tag}"] = (_style, _size, "tcp", False)
-        CELLS[f"{_style}-{_tag}-unix"] = (_style, _size, "unix", False)
-CELLS["http"] = ("http", None, "tcp", False)
-CELLS["http-2w"] = ("http", None, "tcp", True)
-CELLS["http-unix"] = ("http", None, "unix", False)
-CELLS["http-2w-unix"] = ("http", None, "unix", True)
+        CELLS[f"{_style}-{_tag}"] = (_style, _size, "tcp", False, False)
+        CELLS[f"{_style}-{_tag}-unix"] = (_style, _size, "unix", False, False)
+CELLS["http"] = ("http", None, "tcp", False, False)
+CELLS["http-2w"] = ("http", None, "tcp", True, False)
+CELLS["http-unix"] = ("http", None, "unix", False, False)
+CELLS["http-2w-unix"] = ("http", None, "unix", True, False)
+CELLS["connect-1k"] = ("protocol", KiB, "tcp", False, True)
+CELLS["connect-1k-unix"] = ("protocol", KiB, "unix", False, True)
 
 DEFAULT_CELLS = ["protocol-1k", "protocol-10k", "protocol-100k",
                  "streams-1k", "streams-100k", "sock-1k", "sock-100k",
-                 "http", "http-2w", "protocol-1k-unix"]
+                 "http", "http-2w", "protocol-1k-unix", "connect-1k"]
 
 
 def log(*a):
@@ -106,7 +115,7 @@ def stderr_tail(f):
 
 def measure(args, tmp, server_cmd, cell):
     """One run: return dict of metrics, or raise RuntimeError."""
-    style, size, addr, _ = cell
+    style, size, addr, _, reconnect = cell
     path = os.path.join(tmp, "s.sock")
     if addr == "unix":
         if os.path.exists(path):
@@ -134,6 +143,8 @@ def measure(args, tmp, server_cmd, cell):
         else:
             raise RuntimeError(f"server said {' '.join(ready)!r}")
         what = ["--http"] if size is None else ["--size", str(size)]
+        if reconnect:
+            what.append("--reconnect")
         client = subprocess.Popen(
             [sys.executable, os.path.join(HERE, "client.py"), *target, *what,
              "--conns", str(args.conns), "--duration", str(args.duration),
@@ -178,8 +189,13 @@ def measure(args, tmp, server_cmd, cell):
 
 
 def c_key(cell):
-    style, size, addr, _ = cell
-    return ("http" if style == "http" else f"echo-{size // KiB}k") + ("-unix" if addr == "unix" else "")
+    style, size, addr, _, reconnect = cell
+    return (("connect-" if reconnect else "") + ("http" if style == "http" else f"echo-{size // KiB}k")
+            + ("-unix" if addr == "unix" else ""))
+
+
+def rate_unit(cell):
+    return "conn/s" if CELLS[cell][4] else "req/s"
 
 
 def fmt_rps(x):
@@ -220,6 +236,11 @@ def report(args, cells, loops, results, cref, failures, meta):
         m = {c: med(get(cell, c), "rps") for c in cols}
         row = [fmt_rps(m[c]) for c in cols] + [fmt_ratio(m["fastloop"], m[l]) for l in ratio_to]
         out.append(f"| {cell} | " + " | ".join(row) + " |")
+    if any(CELLS[c][4] for c in cells):
+        out.append("")
+        out.append("connect-* cells: a new connection per request, so requests/s = "
+                   "connections/s, and CPU per request = CPU per connection (accept, "
+                   "setup, one echo, close).")
     out.append("")
     out.append("**Server CPU µs per request: total (user-space part)** "
                "(lower is better; ratio of totals < 1: fastloop cheaper)")
@@ -288,10 +309,11 @@ def main():
             setattr(args, name, quick if args.quick else normal)
 
     if args.list:
-        for name, (style, size, addr, tw) in CELLS.items():
+        for name, (style, size, addr, tw, rc) in CELLS.items():
             mark = "*" if name in DEFAULT_CELLS else " "
             what = "GET, 13-byte body" + (", header+body as 2 writes" if tw else "") \
                 if size is None else f"{size // KiB} KiB echo"
+            what += ", new connection per request" if rc else ""
             print(f"{mark} {name:18} {style:9} {addr:5} {what}")
         print("(* = default)")
         return
@@ -342,7 +364,7 @@ def main():
             done_c = set()
             for cell in cells:
                 spec = CELLS[cell]
-                style, size, addr, two = spec
+                style, size, addr, two, _ = spec
                 runs = []
                 k = c_key(spec)
                 if epoll_bin and k not in done_c:
@@ -360,10 +382,10 @@ def main():
                         r = measure(args, tmp, cmd, spec)
                     except RuntimeError as e:
                         failures[key] = str(e)[:300]
-                        log(f"[{rnd + 1}/{args.rounds}] {key[0]:18} {who:8} FAILED: {failures[key]}")
+                        log(f"[{rnd + 1}/{args.rounds}] {key[0]:20} {who:8} FAILED: {failures[key]}")
                         continue
                     (cref[k] if who == "C epoll" else results[cell][who]).append(r)
-                    log(f"[{rnd + 1}/{args.rounds}] {key[0]:18} {who:8} {r['rps']:9.0f} req/s "
+                    log(f"[{rnd + 1}/{args.rounds}] {key[0]:20} {who:8} {r['rps']:9.0f} {rate_unit(cell)} "
                         f"{r['cpu_us']:7.1f} us/req (user {r['user_us']:.1f}) "
                         f"srv {r['server_util'] * 100:3.0f}% cli {r['client_util'] * 100:3.0f}%")
         meta["elapsed"] = time.monotonic() - t_start
