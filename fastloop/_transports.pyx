@@ -27,6 +27,7 @@ from fastloop._sysio cimport (ssize_t, iovec, recv, send, writev, FL_MSG_NOSIGNA
 
 import sys
 import socket as _socket
+import _socket as _socket_base
 import inspect
 import warnings
 from asyncio import base_events as _base_events
@@ -88,7 +89,16 @@ cdef bytes read_result(Py_ssize_t n):
     return result
 
 cdef object _BufferedProtocol = _protocols.BufferedProtocol
-cdef object _set_nodelay = _base_events._set_nodelay
+cdef object _asyncio_set_nodelay = _base_events._set_nodelay
+# socket.socket's family and type properties build enum members, which costs
+# more than the rest of a connection's set-up in Python; the base type's
+# fields are the plain ints.
+cdef object _raw_family = _socket_base.socket.family.__get__
+cdef object _raw_type = _socket_base.socket.type.__get__
+cdef object _raw_proto = _socket_base.socket.proto.__get__
+cdef object _Socket = _socket.socket
+cdef object _SocketBase = _socket_base.socket
+cdef object _TCP_NODELAY = getattr(_socket_base, "TCP_NODELAY", None)
 cdef object _set_result_unless_cancelled = _futures._set_result_unless_cancelled
 cdef object _TransportSocket = _trsock.TransportSocket
 # Python 3.13's datagram transport sends empty datagrams (earlier ones drop
@@ -494,7 +504,7 @@ cdef class SocketTransport(TransportBase):
                 server._attach(self)
             else:
                 server._attach()
-        _set_nodelay(sock)
+        set_nodelay(sock)
         # As asyncio: connection_made() first, then reading starts, then the
         # waiter learns the connection is up.
         self.call_soon(protocol.connection_made, (self,))
@@ -791,6 +801,26 @@ cdef class SocketTransport(TransportBase):
 
 # ---------------------------------------------------------------- accepting
 
+cdef set_nodelay(sock):
+    """TCP_NODELAY on a TCP socket, by asyncio's rule (base_events._set_nodelay)."""
+    if not isinstance(sock, _SocketBase):
+        _asyncio_set_nodelay(sock)
+    elif (_TCP_NODELAY is not None
+          and _raw_family(sock) in (_socket.AF_INET, _socket.AF_INET6)
+          and _raw_type(sock) == _socket.SOCK_STREAM
+          and _raw_proto(sock) == _socket.IPPROTO_TCP):
+        sock.setsockopt(_socket.IPPROTO_TCP, _TCP_NODELAY, 1)
+
+
+cdef tuple accept_one(sock):
+    """sock.accept() of a plain socket.socket, without its enum lookups."""
+    if type(sock) is not _Socket:
+        return sock.accept()
+    fd, addr = sock._accept()
+    conn = _Socket(_raw_family(sock), _raw_type(sock), _raw_proto(sock), fileno=fd)
+    return conn, addr
+
+
 def accept_connections(loop, protocol_factory, sock, server, Py_ssize_t backlog):
     """Accept up to `backlog` pending connections on the listening socket and
     start a transport for each, as asyncio's plain (non-TLS) servers do, but
@@ -803,7 +833,7 @@ def accept_connections(loop, protocol_factory, sock, server, Py_ssize_t backlog)
     cdef Py_ssize_t i
     for i in range(backlog):
         try:
-            conn, addr = sock.accept()
+            conn, addr = accept_one(sock)
             conn.setblocking(False)
         except (BlockingIOError, InterruptedError, ConnectionAbortedError):
             return False

@@ -1189,6 +1189,46 @@ def test_thousand_connections_open_at_once(loop):
 
 
 @pytest.mark.timeout(30)
+def test_tcp_nodelay_on_tcp_transports_only(loop, short_tmp):
+    """TCP_NODELAY is set on both ends of a TCP connection made by the loop
+    (asyncio's rule), and not touched on unix sockets."""
+    async def nodelay_pair(start_server, open_connection):
+        accepted = loop.create_future()
+
+        async def handler(reader, writer):
+            accepted.set_result(writer.get_extra_info("socket"))
+            await reader.read()
+            writer.close()
+
+        srv = await start_server(handler)
+        reader, writer = await open_connection(srv)
+        server_sock = await accepted
+        client_sock = writer.get_extra_info("socket")
+        if server_sock.family == socket.AF_UNIX:
+            result = (server_sock.family, client_sock.family)
+        else:
+            result = tuple(s.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
+                           for s in (server_sock, client_sock))
+        writer.close()
+        await writer.wait_closed()
+        await close_server(srv)
+        return result
+
+    path = str(short_tmp / "nd.sock")
+
+    async def main():
+        tcp = await nodelay_pair(
+            lambda h: asyncio.start_server(h, "127.0.0.1", 0),
+            lambda srv: asyncio.open_connection(*srv.sockets[0].getsockname()))
+        unix = await nodelay_pair(
+            lambda h: asyncio.start_unix_server(h, path),
+            lambda srv: asyncio.open_unix_connection(path))
+        return tcp, unix
+
+    assert run(loop, main()) == ((True, True), (socket.AF_UNIX, socket.AF_UNIX))
+
+
+@pytest.mark.timeout(30)
 def test_protocol_factory_raising_drops_only_that_connection(loop, is_fastloop):
     """A server whose protocol factory raises for one connection: that
     connection is closed (outside debug mode asyncio reports nothing), the
