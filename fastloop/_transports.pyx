@@ -16,6 +16,7 @@ from cpython.bytes cimport (PyBytes_FromStringAndSize, PyBytes_AS_STRING, PyByte
                             _PyBytes_Resize)
 from cpython.buffer cimport PyObject_GetBuffer, PyBuffer_Release, PyBUF_SIMPLE, PyBUF_WRITABLE
 from cpython.contextvars cimport PyContext_CopyCurrent
+from cpython.weakref cimport PyWeakref_NewRef
 from libc.errno cimport errno, EINTR
 
 
@@ -799,11 +800,67 @@ cdef class SocketTransport(TransportBase):
         self.empty_waiter = None
 
 
+# ------------------------------------------------------- fd -> transport
+
+cdef class TransportMap:
+    """loop._transports: which transport owns each fd, held weakly.
+
+    asyncio keeps a weakref.WeakValueDictionary there; this is the part of
+    its API asyncio's code and tests use, in C: setting and looking up an
+    entry costs no Python-level call (the dictionary's costs ~1 us per
+    connection). Entries of dead transports are dropped when next looked up
+    or replaced, so they are at most one per fd number."""
+    cdef dict refs
+
+    def __cinit__(self):
+        self.refs = {}
+
+    cdef object live(self, fd):
+        ref = self.refs.get(fd)
+        if ref is None:
+            return None
+        transport = ref()
+        if transport is None:
+            del self.refs[fd]
+        return transport
+
+    def __getitem__(self, fd):
+        transport = self.live(fd)
+        if transport is None:
+            raise KeyError(fd)
+        return transport
+
+    def get(self, fd, default=None):
+        transport = self.live(fd)
+        return default if transport is None else transport
+
+    def __setitem__(self, fd, transport):
+        self.refs[fd] = PyWeakref_NewRef(transport, None)
+
+    def __delitem__(self, fd):
+        if self.live(fd) is None:
+            raise KeyError(fd)
+        del self.refs[fd]
+
+    def __contains__(self, fd):
+        return self.live(fd) is not None
+
+    def __len__(self):
+        return len(self.items())
+
+    def __iter__(self):
+        return iter([fd for fd, _ in self.items()])
+
+    def items(self):
+        return [(fd, t) for fd, t in ((fd, ref()) for fd, ref in self.refs.items())
+                if t is not None]
+
+
 # ---------------------------------------------------------------- accepting
 
 cdef set_nodelay(sock):
     """TCP_NODELAY on a TCP socket, by asyncio's rule (base_events._set_nodelay)."""
-    if not isinstance(sock, _SocketBase):
+    if not issubclass(type(sock), _SocketBase):     # not isinstance: mocks pass that
         _asyncio_set_nodelay(sock)
     elif (_TCP_NODELAY is not None
           and _raw_family(sock) in (_socket.AF_INET, _socket.AF_INET6)

@@ -22,7 +22,8 @@ import weakref
 from asyncio.log import logger
 
 from fastloop._core import LoopCore
-from fastloop._transports import DatagramTransport, SocketTransport, accept_connections
+from fastloop._transports import (DatagramTransport, SocketTransport, TransportMap,
+                                  accept_connections)
 from fastloop import _sockops
 from fastloop._children import new_watcher
 
@@ -68,7 +69,7 @@ class Loop(LoopCore, asyncio.SelectorEventLoop):
         self._coroutine_origin_tracking_enabled = False
         self._coroutine_origin_tracking_saved_depth = None
         self._selector = SelectorView(self)
-        self._transports = weakref.WeakValueDictionary()
+        self._transports = TransportMap()
         self._internal_fds = 0
         self._ssock = self._csock = None    # the self-pipe, made on demand
         self._signal_handlers = {}
