@@ -1229,6 +1229,32 @@ def test_tcp_nodelay_on_tcp_transports_only(loop, short_tmp):
 
 
 @pytest.mark.timeout(30)
+def test_loop_transports_map_follows_transport_lifetime(loop, sockpair):
+    """loop._transports (read by asyncio's own code and some libraries) maps
+    a socket's fd to its live transport, weakly."""
+    a, b = sockpair
+    fd = a.fileno()
+
+    async def main():
+        proto = RecordingProtocol(loop)
+        transport, _ = await loop.connect_accepted_socket(lambda: proto, a)
+        registry = loop._transports
+        seen = (registry[fd] is transport, registry.get(fd) is transport,
+                fd in registry, registry.get(-5, "none"))
+        transport.close()
+        await proto.lost
+        return seen
+
+    seen = run(loop, main())
+    gc.collect()
+    registry = loop._transports
+    assert seen == (True, True, True, "none")
+    assert fd not in registry and registry.get(fd) is None
+    with pytest.raises(KeyError):
+        registry[fd]
+
+
+@pytest.mark.timeout(30)
 def test_protocol_factory_raising_drops_only_that_connection(loop, is_fastloop):
     """A server whose protocol factory raises for one connection: that
     connection is closed (outside debug mode asyncio reports nothing), the

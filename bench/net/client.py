@@ -125,6 +125,22 @@ class Window:
         return not events and time.monotonic() > self.t_end + 5
 
 
+def send_request(s, fd, msg, outbuf):
+    """Send msg on s, or what outbuf[fd] holds of it; return the epoll mask
+    to wait for next (EPOLLOUT too while some of it is left)."""
+    mv = outbuf.pop(fd, None)
+    if mv is None:
+        mv = memoryview(msg)
+    try:
+        n = s.send(mv)
+    except BlockingIOError:
+        n = 0
+    if n < len(mv):
+        outbuf[fd] = mv[n:]
+        return select.EPOLLIN | select.EPOLLOUT
+    return select.EPOLLIN
+
+
 def run(args):
     msg = HTTP_REQUEST if args.http else os.urandom(args.size)
     reply_len = probe(args, msg)
@@ -144,18 +160,7 @@ def pingpong(args, msg, reply_len):
     count = 0
 
     def send(fd):
-        s = socks[fd]
-        mv = outbuf.pop(fd, None)
-        if mv is None:
-            mv = memoryview(msg)
-        try:
-            n = s.send(mv)
-        except BlockingIOError:
-            n = 0
-        if n < len(mv):
-            outbuf[fd] = mv[n:]
-            return select.EPOLLIN | select.EPOLLOUT
-        return select.EPOLLIN
+        return send_request(socks[fd], fd, msg, outbuf)
 
     for fd in socks:
         remaining[fd] = reply_len
@@ -216,18 +221,7 @@ def reconnect(args, msg, reply_len):
     target = (args.host, args.port) if tcp else args.path
 
     def send(fd):
-        s = socks[fd]
-        mv = outbuf.pop(fd, None)
-        if mv is None:
-            mv = memoryview(msg)
-        try:
-            n = s.send(mv)
-        except BlockingIOError:
-            n = 0
-        if n < len(mv):
-            outbuf[fd] = mv[n:]
-            return select.EPOLLIN | select.EPOLLOUT
-        return select.EPOLLIN
+        return send_request(socks[fd], fd, msg, outbuf)
 
     def start():
         """Open a slot's next connection; False: retry after the next poll."""

@@ -211,6 +211,17 @@ def med(runs, key):
     return statistics.median(vals) if vals else None
 
 
+def paired_ratios(mine, theirs):
+    """Median over the rounds both loops completed of my CPU per request over
+    theirs: (total, user), or (None, None)."""
+    by_round = {r["round"]: r for r in theirs}
+    pairs = [(r, by_round[r["round"]]) for r in mine if r["round"] in by_round]
+    if not pairs:
+        return None, None
+    return (statistics.median(a["cpu_us"] / b["cpu_us"] for a, b in pairs),
+            statistics.median(a["user_us"] / b["user_us"] for a, b in pairs if b["user_us"] > 0))
+
+
 def report(args, cells, loops, results, cref, failures, meta):
     cols = loops + (["C epoll"] if not args.no_c else [])
     ratio_to = [l for l in ("asyncio", "uvloop", "rloop") if l in loops and "fastloop" in loops]
@@ -252,6 +263,22 @@ def report(args, cells, loops, results, cref, failures, meta):
         row = ["-" if m[c] is None else f"{m[c]:.1f} ({u[c]:.1f})" for c in cols]
         row += [fmt_ratio(m["fastloop"], m[l]) for l in ratio_to]
         out.append(f"| {cell} | " + " | ".join(row) + " |")
+    if ratio_to and args.rounds > 1:
+        out.append("")
+        out.append("**Paired ratios of server CPU per request**: fastloop ÷ the other loop "
+                   "within each round, median over rounds, total (user-space part). The "
+                   "machine drifts between kernel-time states during a run and the loops "
+                   "of one round run back to back, so these are steadier than the ratios "
+                   "of the medians above.")
+        out.append("")
+        out += ["| cell | " + " | ".join(f"fl/{l}" for l in ratio_to) + " |",
+                "|---" * (1 + len(ratio_to)) + "|"]
+        for cell in cells:
+            row = []
+            for l in ratio_to:
+                tot, usr = paired_ratios(results[cell]["fastloop"], results[cell][l])
+                row.append("-" if tot is None else f"{tot:.2f} ({usr:.2f})")
+            out.append(f"| {cell} | " + " | ".join(row) + " |")
     out.append("")
     out.append("**Saturation: server CPU % / client CPU %** (of one core, median). "
                "Server well below 100% while the client is near 100%: the cell is "
@@ -384,6 +411,7 @@ def main():
                         failures[key] = str(e)[:300]
                         log(f"[{rnd + 1}/{args.rounds}] {key[0]:20} {who:8} FAILED: {failures[key]}")
                         continue
+                    r["round"] = rnd
                     (cref[k] if who == "C epoll" else results[cell][who]).append(r)
                     log(f"[{rnd + 1}/{args.rounds}] {key[0]:20} {who:8} {r['rps']:9.0f} {rate_unit(cell)} "
                         f"{r['cpu_us']:7.1f} us/req (user {r['user_us']:.1f}) "
