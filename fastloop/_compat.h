@@ -8,6 +8,7 @@
 #define FASTLOOP_COMPAT_H
 
 #include <errno.h>
+#include <string.h>
 #include <stdint.h>
 #include <time.h>
 #include <limits.h>
@@ -91,6 +92,23 @@ static inline int fl_context_entered(PyObject *ctx) {
 static inline void fl_context_set_vars(PyObject *ctx, PyObject *vars) {
     Py_INCREF(vars);
     Py_SETREF(((fl_context_layout *)ctx)->ctx_vars, vars);
+}
+
+/* Reuse of a bytes object nobody else references (see _transports.pyx,
+ * "small reads"): give it n bytes of new content. Its allocation holds at
+ * least n + 1 bytes. The cached hash is reset: the object reads as new. */
+static inline void fl_bytes_refill(PyObject *b, const char *data, Py_ssize_t n) {
+    memcpy(((PyBytesObject *)b)->ob_sval, data, (size_t)n);
+    ((PyBytesObject *)b)->ob_sval[n] = 0;
+    Py_SET_SIZE(b, n);
+#if defined(__GNUC__) || defined(__clang__)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wdeprecated-declarations"
+#endif
+    ((PyBytesObject *)b)->ob_shash = -1;
+#if defined(__GNUC__) || defined(__clang__)
+#pragma GCC diagnostic pop
+#endif
 }
 
 #endif

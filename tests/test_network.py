@@ -1255,6 +1255,57 @@ def test_loop_transports_map_follows_transport_lifetime(loop, sockpair):
 
 
 @pytest.mark.timeout(30)
+def test_data_received_objects_stay_as_delivered(loop):
+    """Each data_received() gets bytes that never change afterwards: the ones
+    a protocol keeps keep their content, and one used as a dict key (its hash
+    cached) is followed by data hashing as its own content does."""
+    sizes = [1000, 1000, 700, 1000, 1000, 800, 30000, 1000, 990, 600, 1000, 5]
+    messages = [bytes([i]) * n for i, n in enumerate(sizes)]
+
+    class Server(asyncio.Protocol):
+        def __init__(self):
+            self.kept = []          # (object, copy made at delivery)
+            self.hashes = []        # (hash at delivery, content)
+            self.pending = 0
+            self.index = 0
+
+        def connection_made(self, transport):
+            self.transport = transport
+
+        def data_received(self, data):
+            if self.index % 3 == 0:
+                self.kept.append((data, bytes(bytearray(data))))
+            else:
+                self.hashes.append((hash(data), bytes(bytearray(data))))
+                {data: None}            # a dict key: the hash is cached
+            self.pending += len(data)
+            if self.pending == sizes[self.index]:
+                self.pending = 0
+                self.index += 1
+                self.transport.write(b"k")
+
+    async def main():
+        server = Server()
+        srv = await loop.create_server(lambda: server, "127.0.0.1", 0)
+        # The client uses sock_* calls, not a transport: the server's reads
+        # are then the only ones on transports, back to back.
+        with socket.socket() as client:
+            client.setblocking(False)
+            await loop.sock_connect(client, srv.sockets[0].getsockname())
+            for message in messages:
+                await loop.sock_sendall(client, message)
+                assert await loop.sock_recv(client, 1) == b"k"
+        await close_server(srv)
+        return server
+
+    server = run(loop, main())
+    assert all(obj == copy for obj, copy in server.kept)
+    assert all(h == hash(content) for h, content in server.hashes)
+    received = b"".join(copy for _, copy in server.kept) + b"".join(c for _, c in server.hashes)
+    assert sorted(received) == sorted(b"".join(messages))
+
+
+@pytest.mark.timeout(30)
 def test_protocol_factory_raising_drops_only_that_connection(loop, is_fastloop):
     """A server whose protocol factory raises for one connection: that
     connection is closed (outside debug mode asyncio reports nothing), the
