@@ -111,4 +111,19 @@ static inline void fl_bytes_refill(PyObject *b, const char *data, Py_ssize_t n) 
 #endif
 }
 
+/* f(arg) returning a new reference or NULL with the exception set; a bound
+ * method is called as its function with (self, arg), without the method
+ * object's own vectorcall step (as Cython's calls do). */
+static inline PyObject *fl_call_one(PyObject *f, PyObject *arg) {
+    PyObject *args[3];
+    if (PyMethod_Check(f)) {
+        args[1] = PyMethod_GET_SELF(f);
+        args[2] = arg;
+        return PyObject_Vectorcall(PyMethod_GET_FUNCTION(f), args + 1,
+                                   2 | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
+    }
+    args[1] = arg;
+    return PyObject_Vectorcall(f, args + 1, 1 | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
+}
+
 #endif

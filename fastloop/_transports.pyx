@@ -47,6 +47,14 @@ cdef extern from "Python.h":
 cdef extern from "_compat.h":
     void fl_bytes_refill(object b, const char* data, Py_ssize_t n)
 
+    # Returns a plain pointer: the caller checks for NULL itself.
+    PyObject* fl_call_one(object f, object arg)
+
+
+cdef int reraise_current() except -1:
+    # The exception is already set: report failure so that it propagates.
+    return -1
+
 
 cdef enum:
     # asyncio reads up to this much per recv() (its transports' max_size).
@@ -570,12 +578,23 @@ cdef class SocketTransport(TransportBase):
 
     cdef int deliver(self, bytes data) except -1:
         """Hand what was read to the protocol's data_received()."""
+        # Called without a try block (which costs its exception-state
+        # bookkeeping on every call); a failure is handled out of line.
+        cdef PyObject* result = fl_call_one(self.data_received, data)
+        if result == NULL:
+            return self.protocol_failed("Fatal error: protocol.data_received() call failed.")
+        Py_XDECREF(result)
+        return 0
+
+    cdef int protocol_failed(self, str message) except -1:
+        """A protocol callback raised (its exception is set): close the
+        transport as asyncio does, or let KeyboardInterrupt/SystemExit out."""
         try:
-            self.data_received(data)
+            reraise_current()
         except BaseException as exc:
             if isinstance(exc, (KeyboardInterrupt, SystemExit)):
                 raise
-            self.fatal_error(exc, "Fatal error: protocol.data_received() call failed.")
+            self.fatal_error(exc, message)
         return 0
 
     cdef int read_into_protocol_buffer(self) except -1:
