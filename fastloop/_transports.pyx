@@ -160,26 +160,42 @@ cdef enum:
     ON_WRITABLE = 2
 
 
+# An IOHandle's step: the transport's on_readable() or on_writable(), called
+# through a pointer typed without an exception check so that run() needs no
+# try block on its hot path: -1 means an exception is set.
+ctypedef int (*io_step)(TransportBase) noexcept
+
+
+cdef int readable_step(TransportBase transport) except -1:
+    return transport.on_readable()
+
+
+cdef int writable_step(TransportBase transport) except -1:
+    return transport.on_writable()
+
+
 cdef class IOHandle(Handle):
     """The fd reader or writer of a transport: run() calls the transport's
     C method in the transport's context, without a Python-level call."""
     cdef TransportBase transport
-    cdef int kind
+    cdef io_step step
 
     cdef int run(self) except -1:
+        cdef int rc
         PyContext_Enter(self._context)
+        rc = self.step(self.transport)
+        PyContext_Exit(self._context)          # leaves a set exception alone
+        if rc < 0:
+            return self.step_failed()
+        return 0
+
+    cdef int step_failed(self) except -1:
         try:
-            if self.kind == ON_READABLE:
-                self.transport.on_readable()
-            else:
-                self.transport.on_writable()
+            reraise_current()
         except BaseException as exc:
-            PyContext_Exit(self._context)
             if isinstance(exc, (KeyboardInterrupt, SystemExit)):
                 raise
             self._report(exc)
-            return 0
-        PyContext_Exit(self._context)
         return 0
 
 
@@ -268,7 +284,7 @@ cdef class TransportBase:
         handle._loop = self.loop
         handle._context = self.context
         handle.transport = self
-        handle.kind = kind
+        handle.step = <io_step>(readable_step if kind == ON_READABLE else writable_step)
         return handle
 
     cdef start_reading_now(self):

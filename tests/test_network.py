@@ -1306,6 +1306,46 @@ def test_data_received_objects_stay_as_delivered(loop):
 
 
 @pytest.mark.timeout(30)
+@pytest.mark.parametrize("exc_type", [SystemExit, KeyboardInterrupt])
+def test_system_exit_in_data_received_leaves_the_loop(loop, sockpair, exc_type):
+    """SystemExit/KeyboardInterrupt from data_received() are not reported as
+    a protocol error: they propagate out of run_until_complete(), and the
+    transport and loop stay usable."""
+    a, b = sockpair
+    state = {"raise": True, "got": []}
+
+    class Proto(asyncio.Protocol):
+        def connection_made(self, transport):
+            self.transport = transport
+
+        def data_received(self, data):
+            if state["raise"]:
+                state["raise"] = False
+                raise exc_type()
+            state["got"].append(data)
+
+    async def start():
+        return await loop.connect_accepted_socket(Proto, a)
+
+    transport, proto = run(loop, start())
+    b.sendall(b"first")
+    with pytest.raises(exc_type):
+        loop.run_until_complete(asyncio.sleep(5))
+    b.sendall(b"second")
+
+    async def more():
+        while not state["got"]:
+            await asyncio.sleep(0.01)
+        closing = transport.is_closing()
+        transport.close()
+        await asyncio.sleep(0)
+        return closing
+
+    assert run(loop, more()) is False
+    assert b"".join(state["got"]) == b"second"
+
+
+@pytest.mark.timeout(30)
 def test_protocol_factory_raising_drops_only_that_connection(loop, is_fastloop):
     """A server whose protocol factory raises for one connection: that
     connection is closed (outside debug mode asyncio reports nothing), the
