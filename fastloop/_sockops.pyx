@@ -10,27 +10,19 @@ calls. The Python-level coroutines (loop.py) keep asyncio's signatures,
 argument checks and cancellation behaviour; they call in here for plain
 socket.socket objects.
 """
-from cpython.bytes cimport PyBytes_FromStringAndSize
 from cpython.buffer cimport PyObject_GetBuffer, PyBuffer_Release, PyBUF_SIMPLE, PyBUF_WRITABLE
 from libc.errno cimport errno, EINTR
 
 from fastloop._handles cimport Handle
 from fastloop._core cimport LoopCore
 from fastloop._poller cimport READABLE, WRITABLE
+from fastloop._recvbuf cimport READ_SIZE, receive_buffer, received
 from fastloop._sysio cimport (ssize_t, iovec, recv, send, writev, FL_MSG_NOSIGNAL,
                              os_error, would_block)
 
 cdef extern from "Python.h":
     bint PyObject_CheckBuffer(object obj)
 
-
-cdef enum:
-    # Reads up to this size go through one shared buffer and are copied out
-    # (a fresh bytes object of the requested size would often be far larger
-    # than the data, and allocating it costs more than the copy).
-    SHARED_SIZE = 256 * 1024
-
-cdef char shared_buffer[SHARED_SIZE]
 
 cdef enum Op:
     RECV = 1
@@ -41,21 +33,23 @@ cdef enum Op:
 cdef object try_recv(object sock, int fd, Py_ssize_t n):
     """recv() once: bytes, None if it would block; raises OSError."""
     cdef ssize_t got
-    if n > SHARED_SIZE:
+    cdef char* buf
+    if n > READ_SIZE:
         # Rare: let the socket module size the bytes object.
         try:
             return sock.recv(n)
         except (BlockingIOError, InterruptedError):
             return None
+    buf = receive_buffer()
     while True:
-        got = recv(fd, shared_buffer, n, 0)
+        got = recv(fd, buf, n, 0)
         if got >= 0 or errno != EINTR:
             break
     if got < 0:
         if would_block(errno):
             return None
         raise os_error(errno)
-    return PyBytes_FromStringAndSize(shared_buffer, got)
+    return received(got)
 
 
 cdef object try_recv_into(object buf, int fd):

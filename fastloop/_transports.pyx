@@ -12,8 +12,7 @@ from cpython.ref cimport Py_INCREF
 
 cdef extern from "Python.h":
     void Py_XDECREF(PyObject*)
-from cpython.bytes cimport (PyBytes_FromStringAndSize, PyBytes_AS_STRING, PyBytes_GET_SIZE,
-                            _PyBytes_Resize)
+from cpython.bytes cimport PyBytes_FromStringAndSize, PyBytes_AS_STRING, PyBytes_GET_SIZE
 from cpython.buffer cimport PyObject_GetBuffer, PyBuffer_Release, PyBUF_SIMPLE, PyBUF_WRITABLE
 from cpython.contextvars cimport PyContext_CopyCurrent
 from cpython.weakref cimport PyWeakref_NewRef
@@ -23,6 +22,7 @@ from libc.errno cimport errno, EINTR
 from fastloop._handles cimport Handle, new_handle
 from fastloop._core cimport LoopCore
 from fastloop._poller cimport READABLE, WRITABLE
+from fastloop._recvbuf cimport READ_SIZE, receive_buffer, received
 from fastloop._sysio cimport (ssize_t, iovec, recv, send, writev, FL_MSG_NOSIGNAL,
                              os_error, would_block)
 
@@ -42,11 +42,8 @@ from asyncio.log import logger as _logger
 cdef extern from "Python.h":
     int PyContext_Enter(object ctx) except -1
     int PyContext_Exit(object ctx) except -1
-    Py_ssize_t Py_REFCNT(object o)
 
 cdef extern from "_compat.h":
-    void fl_bytes_refill(object b, const char* data, Py_ssize_t n)
-
     # Returns a plain pointer: the caller checks for NULL itself.
     PyObject* fl_call_one(object f, object arg)
 
@@ -55,76 +52,6 @@ cdef int reraise_current() except -1:
     # The exception is already set: report failure so that it propagates.
     return -1
 
-
-cdef enum:
-    # asyncio reads up to this much per recv() (its transports' max_size).
-    READ_SIZE = 256 * 1024
-    # A read at least this large is handed to the protocol in the buffer it
-    # was received into; a smaller one is copied out into an exact-size bytes.
-    HAND_OVER_MIN = 32 * 1024
-
-# The receive buffer: a bytes object of READ_SIZE that every transport reads
-# into (there is at most one recv() in flight per thread holding the GIL).
-# Small reads are copied out and the buffer is kept: copying a few KiB is
-# cheaper than allocating 256 KiB.  A large read gives the buffer itself to
-# the protocol, shrunk to the data's size (no copy, no waste if the protocol
-# keeps it), and the next read allocates a fresh one.
-cdef bytes spare_read_buffer = None
-# glibc serves blocks above its mmap threshold (128 KiB at start) with mmap(),
-# and then every handed-over buffer would cost mmap + mremap + munmap and page
-# faults.  Freeing one such block raises the threshold past its size (glibc's
-# dynamic threshold), after which buffers of READ_SIZE come from the heap.
-# asyncio's sock.recv() gets the same effect from its first EAGAIN.
-PyBytes_FromStringAndSize(NULL, READ_SIZE)
-
-
-cdef inline char* read_buffer() except NULL:
-    global spare_read_buffer
-    if spare_read_buffer is None:
-        spare_read_buffer = PyBytes_FromStringAndSize(NULL, READ_SIZE)
-    return PyBytes_AS_STRING(spare_read_buffer)
-
-
-# Small reads: the bytes object of the last one is refilled for the next one
-# when nothing but this module references it any more (the protocol did not
-# keep it) and the new data fits without wasting more than half of it. An
-# echo or request/response protocol then costs no malloc()/free() per read:
-# a 1 KiB bytes object is too big for CPython's small-object allocator and
-# glibc's thread cache, and those two calls were ~30% of the loop's user-space
-# instructions per request. A protocol that keeps its data gets a fresh
-# object each time, of at most twice the size it needs.
-cdef bytes recycled_small = None
-cdef Py_ssize_t recycled_capacity = 0
-
-
-cdef bytes small_read_result(const char* data, Py_ssize_t n):
-    global recycled_small, recycled_capacity
-    cdef bytes reused = recycled_small
-    if (reused is not None and Py_REFCNT(reused) == 2      # ours: global + local
-            and n <= recycled_capacity and 2 * n >= recycled_capacity):
-        fl_bytes_refill(reused, data, n)
-        return reused
-    fresh = PyBytes_FromStringAndSize(data, n)
-    recycled_small = fresh
-    recycled_capacity = n
-    return fresh
-
-
-cdef bytes read_result(Py_ssize_t n):
-    """The first n bytes of the receive buffer, as the bytes to deliver."""
-    global spare_read_buffer
-    cdef PyObject* raw
-    if n < HAND_OVER_MIN:
-        return small_read_result(PyBytes_AS_STRING(spare_read_buffer), n)
-    # Take the buffer so that ours is its only reference: only then may it be
-    # resized in place.
-    raw = <PyObject*>spare_read_buffer
-    Py_INCREF(spare_read_buffer)
-    spare_read_buffer = None
-    _PyBytes_Resize(&raw, n)
-    result = <bytes>raw
-    Py_XDECREF(raw)
-    return result
 
 cdef object _BufferedProtocol = _protocols.BufferedProtocol
 cdef object _asyncio_set_nodelay = _base_events._set_nodelay
@@ -577,7 +504,7 @@ cdef class SocketTransport(TransportBase):
             return 0
         if self.buffered:
             return self.read_into_protocol_buffer()
-        buf = read_buffer()
+        buf = receive_buffer()
         while True:
             n = recv(self._sock_fd, buf, READ_SIZE, 0)
             if n >= 0:
@@ -590,7 +517,7 @@ cdef class SocketTransport(TransportBase):
             return 0
         if n == 0:
             return self.on_eof()
-        return self.deliver(read_result(n))
+        return self.deliver(received(n))
 
     cdef int deliver(self, bytes data) except -1:
         """Hand what was read to the protocol's data_received()."""
