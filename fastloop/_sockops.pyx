@@ -17,8 +17,7 @@ from fastloop._handles cimport Handle
 from fastloop._core cimport LoopCore
 from fastloop._poller cimport READABLE, WRITABLE
 from fastloop._recvbuf cimport READ_SIZE, receive_buffer, received
-from fastloop._sysio cimport (ssize_t, iovec, recv, send, writev, FL_MSG_NOSIGNAL,
-                             os_error, would_block)
+from fastloop._sysio cimport ssize_t, recv, send, FL_MSG_NOSIGNAL, os_error, would_block
 
 cdef extern from "Python.h":
     bint PyObject_CheckBuffer(object obj)

@@ -48,6 +48,14 @@ cdef extern from "_compat.h":
     PyObject* fl_call_one(object f, object arg)
 
 
+cdef extern from "Python.h":
+    # len(), -1 with the exception set: the caller checks.
+    Py_ssize_t object_size "PyObject_Size"(object o)
+
+# get_buffer()'s argument: asyncio passes -1, "no size hint".
+cdef object _NO_SIZE_HINT = -1
+
+
 cdef int reraise_current() except -1:
     # The exception is already set: report failure so that it propagates.
     return -1
@@ -64,6 +72,9 @@ cdef object _raw_proto = _socket_base.socket.proto.__get__
 cdef object _Socket = _socket.socket
 cdef object _SocketBase = _socket_base.socket
 cdef object _TCP_NODELAY = getattr(_socket_base, "TCP_NODELAY", None)
+cdef tuple _INET_FAMILIES = (int(_socket.AF_INET), int(_socket.AF_INET6))
+cdef object _SOCK_STREAM = int(_socket.SOCK_STREAM)
+cdef object _IPPROTO_TCP = int(_socket.IPPROTO_TCP)
 cdef object _set_result_unless_cancelled = _futures._set_result_unless_cancelled
 cdef object _TransportSocket = _trsock.TransportSocket
 # Python 3.13's datagram transport sends empty datagrams (earlier ones drop
@@ -544,14 +555,20 @@ cdef class SocketTransport(TransportBase):
         cdef ssize_t n
         cdef int err = 0
         cdef Py_buffer view
-        try:
-            buf = self.get_buffer(-1)
-            if not len(buf):
-                raise RuntimeError("get_buffer() returned an empty buffer")
-        except BaseException as exc:
-            if isinstance(exc, (KeyboardInterrupt, SystemExit)):
-                raise
-            self.fatal_error(exc, "Fatal error: protocol.get_buffer() call failed.")
+        cdef Py_ssize_t size
+        # The protocol's callbacks are called as in deliver(): no try block
+        # on the per-read path.
+        cdef PyObject* result = fl_call_one(self.get_buffer, _NO_SIZE_HINT)
+        if result == NULL:
+            return self.protocol_failed("Fatal error: protocol.get_buffer() call failed.")
+        buf = <object>result
+        Py_XDECREF(result)
+        size = object_size(buf)
+        if size < 0:
+            return self.protocol_failed("Fatal error: protocol.get_buffer() call failed.")
+        if size == 0:
+            self.fatal_error(RuntimeError("get_buffer() returned an empty buffer"),
+                             "Fatal error: protocol.get_buffer() call failed.")
             return 0
         try:
             PyObject_GetBuffer(buf, &view, PyBUF_WRITABLE)
@@ -573,12 +590,10 @@ cdef class SocketTransport(TransportBase):
             return 0
         if n == 0:
             return self.on_eof()
-        try:
-            self.buffer_updated(n)
-        except BaseException as exc:
-            if isinstance(exc, (KeyboardInterrupt, SystemExit)):
-                raise
-            self.fatal_error(exc, "Fatal error: protocol.buffer_updated() call failed.")
+        result = fl_call_one(self.buffer_updated, n)
+        if result == NULL:
+            return self.protocol_failed("Fatal error: protocol.buffer_updated() call failed.")
+        Py_XDECREF(result)
         return 0
 
     cdef int on_eof(self) except -1:
@@ -854,10 +869,10 @@ cdef set_nodelay(sock):
     if not issubclass(type(sock), _SocketBase):     # not isinstance: mocks pass that
         _asyncio_set_nodelay(sock)
     elif (_TCP_NODELAY is not None
-          and _raw_family(sock) in (_socket.AF_INET, _socket.AF_INET6)
-          and _raw_type(sock) == _socket.SOCK_STREAM
-          and _raw_proto(sock) == _socket.IPPROTO_TCP):
-        sock.setsockopt(_socket.IPPROTO_TCP, _TCP_NODELAY, 1)
+          and _raw_family(sock) in _INET_FAMILIES
+          and _raw_type(sock) == _SOCK_STREAM
+          and _raw_proto(sock) == _IPPROTO_TCP):
+        sock.setsockopt(_IPPROTO_TCP, _TCP_NODELAY, 1)
 
 
 cdef tuple accept_one(sock):

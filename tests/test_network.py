@@ -850,6 +850,56 @@ def test_buffered_protocol_with_tiny_buffer(loop):
 
 
 @pytest.mark.timeout(30)
+@pytest.mark.parametrize("failure", ["get_buffer raises", "empty buffer",
+                                     "not a buffer", "buffer_updated raises"])
+def test_buffered_protocol_callback_failures(loop, sockpair, failure):
+    """A BufferedProtocol whose get_buffer()/buffer_updated() fails: the
+    exception handler gets asyncio's message, the transport closes with the
+    error, and the loop keeps running."""
+    a, b = sockpair
+    errors = []
+
+    class Failing(asyncio.BufferedProtocol):
+        def __init__(self):
+            self.lost = loop.create_future()
+
+        def get_buffer(self, sizehint):
+            if failure == "get_buffer raises":
+                raise ZeroDivisionError("no buffer")
+            if failure == "empty buffer":
+                return bytearray()
+            if failure == "not a buffer":
+                return [1, 2, 3]
+            return bytearray(64)
+
+        def buffer_updated(self, nbytes):
+            raise ZeroDivisionError("no update")
+
+        def connection_lost(self, exc):
+            self.lost.set_result(exc)
+
+    async def main():
+        loop.set_exception_handler(lambda lp, ctx: errors.append(ctx))
+        proto = Failing()
+        await loop.connect_accepted_socket(lambda: proto, a)
+        b.sendall(b"data")
+        lost = await proto.lost
+        await asyncio.sleep(0)                 # the loop is still alive
+        return lost
+
+    lost = run(loop, main())
+    expected = {
+        "get_buffer raises": ("Fatal error: protocol.get_buffer() call failed.", ZeroDivisionError),
+        "empty buffer": ("Fatal error: protocol.get_buffer() call failed.", RuntimeError),
+        "not a buffer": ("Fatal read error on socket transport", TypeError),
+        "buffer_updated raises": ("Fatal error: protocol.buffer_updated() call failed.",
+                                  ZeroDivisionError),
+    }[failure]
+    assert [(ctx["message"], type(ctx["exception"])) for ctx in errors] == [expected]
+    assert type(lost) is expected[1]
+
+
+@pytest.mark.timeout(30)
 def test_get_extra_info(loop):
     async def main():
         srv, handler = await echo_server()

@@ -141,6 +141,13 @@ def send_request(s, fd, msg, outbuf):
     return select.EPOLLIN
 
 
+def continue_sending(ep, fd, send):
+    """fd became writable: send what is left, and stop waiting for EPOLLOUT
+    once all of it is out."""
+    if send(fd) == select.EPOLLIN:
+        ep.modify(fd, select.EPOLLIN)
+
+
 def run(args):
     msg = HTTP_REQUEST if args.http else os.urandom(args.size)
     reply_len = probe(args, msg)
@@ -175,9 +182,7 @@ def pingpong(args, msg, reply_len):
             raise SystemExit("client: no progress for 5 s")
         for fd, ev in events:
             if ev & select.EPOLLOUT:
-                mask = send(fd)
-                if mask == select.EPOLLIN:
-                    ep.modify(fd, mask)
+                continue_sending(ep, fd, send)
             if ev & (select.EPOLLIN | select.EPOLLHUP | select.EPOLLERR):
                 try:
                     n = recv_into[fd](buf)
@@ -275,9 +280,7 @@ def reconnect(args, msg, reply_len):
                 ep.modify(fd, send(fd))
                 continue
             if ev & select.EPOLLOUT:
-                mask = send(fd)
-                if mask == select.EPOLLIN:
-                    ep.modify(fd, mask)
+                continue_sending(ep, fd, send)
             if ev & (select.EPOLLIN | select.EPOLLHUP | select.EPOLLERR):
                 try:
                     n = socks[fd].recv_into(buf)
