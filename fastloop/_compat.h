@@ -94,11 +94,10 @@ static inline void fl_context_set_vars(PyObject *ctx, PyObject *vars) {
     Py_SETREF(((fl_context_layout *)ctx)->ctx_vars, vars);
 }
 
-/* Reuse of a bytes object nobody else references (see _recvbuf.pyx): give
- * it n bytes of new content. Its allocation holds at
- * least n + 1 bytes. The cached hash is reset: the object reads as new. */
-static inline void fl_bytes_refill(PyObject *b, const char *data, Py_ssize_t n) {
-    memcpy(((PyBytesObject *)b)->ob_sval, data, (size_t)n);
+/* Reuse of a bytes object nobody else references (see _recvbuf.pyx): its
+ * first n bytes (its allocation holds at least n + 1) become its content.
+ * The cached hash is reset: the object reads as new. */
+static inline void fl_bytes_resize_reused(PyObject *b, Py_ssize_t n) {
     ((PyBytesObject *)b)->ob_sval[n] = 0;
     Py_SET_SIZE(b, n);
 #if defined(__GNUC__) || defined(__clang__)

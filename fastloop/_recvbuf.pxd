@@ -1,12 +1,14 @@
-# The memory socket reads go into, and the bytes objects they are delivered
-# in (stream transports' data_received() and loop.sock_recv()).
+# Socket reads, and the bytes objects their data is delivered in (stream
+# transports' data_received() and loop.sock_recv()).
+from fastloop._sysio cimport ssize_t
 
 cdef enum:
     # asyncio reads up to this much per recv() (its transports' max_size).
     READ_SIZE = 256 * 1024
 
-# Where the next recv() of up to READ_SIZE bytes goes. Valid until received()
-# or the next call; one read at a time per thread holding the GIL.
-cdef char* receive_buffer() except NULL
-# The first n bytes of the receive buffer as a bytes object of their own.
+# One recv() of up to limit (<= READ_SIZE) bytes from fd: the count, 0 at the
+# peer's EOF, or -1 with errno set. One read at a time per thread holding the
+# GIL, each followed by received() before the next.
+cdef ssize_t read_some(int fd, Py_ssize_t limit) except -2
+# The n bytes the last read_some() returned, as a bytes object of their own.
 cdef bytes received(Py_ssize_t n)

@@ -16,7 +16,7 @@ from libc.errno cimport errno, EINTR
 from fastloop._handles cimport Handle
 from fastloop._core cimport LoopCore
 from fastloop._poller cimport READABLE, WRITABLE
-from fastloop._recvbuf cimport READ_SIZE, receive_buffer, received
+from fastloop._recvbuf cimport READ_SIZE, read_some, received
 from fastloop._sysio cimport ssize_t, recv, send, FL_MSG_NOSIGNAL, os_error, would_block
 
 cdef extern from "Python.h":
@@ -32,16 +32,14 @@ cdef enum Op:
 cdef object try_recv(object sock, int fd, Py_ssize_t n):
     """recv() once: bytes, None if it would block; raises OSError."""
     cdef ssize_t got
-    cdef char* buf
     if n > READ_SIZE:
         # Rare: let the socket module size the bytes object.
         try:
             return sock.recv(n)
         except (BlockingIOError, InterruptedError):
             return None
-    buf = receive_buffer()
     while True:
-        got = recv(fd, buf, n, 0)
+        got = read_some(fd, n)
         if got >= 0 or errno != EINTR:
             break
     if got < 0:

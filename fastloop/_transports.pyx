@@ -22,7 +22,7 @@ from libc.errno cimport errno, EINTR
 from fastloop._handles cimport Handle, new_handle
 from fastloop._core cimport LoopCore
 from fastloop._poller cimport READABLE, WRITABLE
-from fastloop._recvbuf cimport READ_SIZE, receive_buffer, received
+from fastloop._recvbuf cimport READ_SIZE, read_some, received
 from fastloop._sysio cimport (ssize_t, iovec, recv, send, writev, FL_MSG_NOSIGNAL,
                              os_error, would_block)
 
@@ -509,15 +509,12 @@ cdef class SocketTransport(TransportBase):
     cdef int on_readable(self) except -1:
         cdef ssize_t n
         cdef int err
-        cdef Py_buffer view
-        cdef char* buf
         if self.conn_lost:
             return 0
         if self.buffered:
             return self.read_into_protocol_buffer()
-        buf = receive_buffer()
         while True:
-            n = recv(self._sock_fd, buf, READ_SIZE, 0)
+            n = read_some(self._sock_fd, READ_SIZE)
             if n >= 0:
                 break
             err = errno

@@ -21,6 +21,7 @@ import shutil
 import socket
 import sys
 import tempfile
+import tracemalloc
 import warnings
 
 import pytest
@@ -1309,7 +1310,11 @@ def test_data_received_objects_stay_as_delivered(loop):
     """Each data_received() gets bytes that never change afterwards: the ones
     a protocol keeps keep their content, and one used as a dict key (its hash
     cached) is followed by data hashing as its own content does."""
-    sizes = [1000, 1000, 700, 1000, 1000, 800, 30000, 1000, 990, 600, 1000, 5]
+    # Small reads, then large ones that fit the previous large read's object,
+    # fill less than half of it, and run past its end.
+    sizes = [1000, 1000, 700, 1000, 1000, 800, 30000, 1000, 990, 600, 1000, 5,
+             30000, 20000, 16000, 12000, 12000, 9000, 60000, 200000, 40000,
+             5000, 4100, 3000, 50000, 50000, 50000, 50000]
     messages = [bytes([i]) * n for i, n in enumerate(sizes)]
 
     class Server(asyncio.Protocol):
@@ -1353,6 +1358,89 @@ def test_data_received_objects_stay_as_delivered(loop):
     assert all(h == hash(content) for h, content in server.hashes)
     received = b"".join(copy for _, copy in server.kept) + b"".join(c for _, c in server.hashes)
     assert sorted(received) == sorted(b"".join(messages))
+
+
+@pytest.mark.timeout(30)
+def test_sock_recv_results_stay_as_received(loop, sockpair):
+    """sock_recv() results, kept or hashed, keep their content while later
+    reads of every size go on."""
+    a, b = sockpair
+    sizes = [1000, 800, 30000, 20000, 12000, 9000, 60000, 100000, 5000, 3000, 40000, 40000]
+
+    async def main():
+        kept, hashed = [], []
+        for i, n in enumerate(sizes):
+            message = bytes([i]) * n
+            await loop.sock_sendall(a, message)
+            got = b""
+            while len(got) < n:
+                data = await loop.sock_recv(b, 262144)
+                if i % 2:
+                    kept.append((data, bytes(bytearray(data))))
+                else:
+                    hashed.append((hash(data), bytes(bytearray(data))))
+                    {data: None}
+                got += data
+            assert got == message
+        return kept, hashed
+
+    kept, hashed = run(loop, main())
+    assert all(obj == copy for obj, copy in kept)
+    assert all(h == hash(content) for h, content in hashed)
+
+
+@pytest.mark.timeout(60)
+def test_kept_data_holds_at_most_twice_its_size(loop):
+    """Bytes objects a protocol keeps cost at most twice their length (fastloop
+    may deliver data in a reused buffer, never in one much larger than it)."""
+    rounds = 60
+    # A large read, then one filling a bit over half of the first one's buffer.
+    sizes = [39000, 21000]
+
+    class Server(asyncio.Protocol):
+        def __init__(self):
+            self.kept = []
+            self.calls = 0
+            self.pending = 0
+            self.index = 0
+
+        def connection_made(self, transport):
+            self.transport = transport
+
+        def data_received(self, data):
+            self.calls += 1
+            if self.calls % 2 == 0:
+                self.kept.append(data)
+            self.pending += len(data)
+            if self.pending == sizes[self.index % 2]:
+                self.pending = 0
+                self.index += 1
+                self.transport.write(b"k")
+
+    async def main():
+        server = Server()
+        srv = await loop.create_server(lambda: server, "127.0.0.1", 0)
+        with socket.socket() as client:
+            client.setblocking(False)
+            await loop.sock_connect(client, srv.sockets[0].getsockname())
+            tracemalloc.start()
+            try:
+                before = tracemalloc.get_traced_memory()[0]
+                for _ in range(rounds):
+                    for n in sizes:
+                        await loop.sock_sendall(client, b"x" * n)
+                        assert await loop.sock_recv(client, 1) == b"k"
+                grown = tracemalloc.get_traced_memory()[0] - before
+            finally:
+                tracemalloc.stop()
+        await close_server(srv)
+        return server, grown
+
+    server, grown = run(loop, main())
+    kept = sum(map(len, server.kept))
+    assert kept > 0
+    # Slack: a new 256 KiB spare receive buffer, list and object headers.
+    assert grown <= 2 * kept + 512 * 1024, (grown, kept)
 
 
 @pytest.mark.timeout(30)

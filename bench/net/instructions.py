@@ -99,6 +99,8 @@ def main():
     p.add_argument("--duration", type=float, default=4.0, help="seconds of client load (default 4)")
     p.add_argument("--conns", type=int, default=8)
     p.add_argument("--by-module", action="store_true", help="also break the counts down by module")
+    p.add_argument("--top", type=int, default=0, metavar="N",
+                   help="also list the N costliest functions (instructions/request)")
     args = p.parse_args()
     if not shutil.which("valgrind"):
         raise SystemExit("needs valgrind (apt-get install valgrind)")
@@ -119,6 +121,8 @@ def main():
                         modules[obj] += v
                     for obj, v in modules.most_common(6):
                         print(f"    {v / requests:8.0f}  {obj}", file=sys.stderr)
+                for (obj, fn), v in costs.most_common(args.top):
+                    print(f"    {v / requests:8.1f}  {obj}  {fn}", file=sys.stderr)
     ratio_to = [l for l in loops if l != "fastloop"] if "fastloop" in loops else []
     print("| cell | " + " | ".join(loops) + "".join(f" | fl/{l}" for l in ratio_to) + " |")
     print("|---" * (1 + len(loops) + len(ratio_to)) + "|")
