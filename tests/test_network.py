@@ -1395,7 +1395,7 @@ def test_kept_data_holds_at_most_twice_its_size(loop):
     may deliver data in a reused buffer, never in one much larger than it)."""
     rounds = 60
     # A large read, then one filling a bit over half of the first one's buffer.
-    sizes = [39000, 21000]
+    sizes = [40000, 22600]
 
     class Server(asyncio.Protocol):
         def __init__(self):
