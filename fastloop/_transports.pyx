@@ -881,11 +881,15 @@ cdef tuple accept_one(sock):
     return conn, addr
 
 
-def accept_connections(loop, protocol_factory, sock, server, Py_ssize_t backlog):
+def accept_connections(loop, protocol_factory, sock, server, Py_ssize_t backlog,
+                       make_transport=None):
     """Accept up to `backlog` pending connections on the listening socket and
     start a transport for each, as asyncio's plain (non-TLS) servers do, but
     without a task per connection: the transport is made here, and the
     protocol's connection_made() runs in the next iteration.
+
+    make_transport is the loop's _make_socket_transport when a subclass
+    overrides it, else None: the transport is then made here directly.
 
     Returns True when accept() failed with an error that is not "nothing
     pending": asyncio's own accept code then runs, meets the same error and
@@ -899,18 +903,24 @@ def accept_connections(loop, protocol_factory, sock, server, Py_ssize_t backlog)
             return False
         except OSError:
             return True
-        start_accepted(loop, protocol_factory, conn, {'peername': addr}, server)
+        start_accepted(loop, protocol_factory, conn, {'peername': addr}, server,
+                       make_transport)
     return False
 
 
-cdef start_accepted(loop, protocol_factory, conn, dict extra, server):
+cdef start_accepted(loop, protocol_factory, conn, dict extra, server, make_transport):
     # asyncio makes the protocol and transport in a task of their own, so
     # each connection gets a copy of the context: so does it here.
     ctx = PyContext_CopyCurrent()
     PyContext_Enter(ctx)
     try:
         protocol = protocol_factory()
-        loop._make_socket_transport(conn, protocol, extra=extra, server=server)
+        if make_transport is not None:
+            make_transport(conn, protocol, extra=extra, server=server)
+        else:
+            # What Loop._make_socket_transport does, without two Python calls.
+            ensure_no_transport(loop, conn)
+            SocketTransport(loop, conn, protocol, None, extra, server)
     except BaseException as exc:
         if isinstance(exc, (KeyboardInterrupt, SystemExit)):
             raise
@@ -920,6 +930,14 @@ cdef start_accepted(loop, protocol_factory, conn, dict extra, server):
         conn.close()
     finally:
         PyContext_Exit(ctx)
+
+
+cdef ensure_no_transport(loop, sock):
+    """asyncio's check that a new transport's fd is not a live transport's."""
+    cdef int fd = sock.fileno()
+    transport = (<TransportMap?>loop._transports).live(fd)
+    if transport is not None and not transport.is_closing():
+        raise RuntimeError(f"File descriptor {sock!r} is used by transport {transport!r}")
 
 
 cdef class DatagramTransport(TransportBase):

@@ -136,8 +136,10 @@ class Loop(LoopCore, asyncio.SelectorEventLoop):
         # Plain servers accept in C without a task per connection; TLS
         # servers (a handshake to wait for), debug mode (its logging) and
         # accept() errors take asyncio's code.
+        overridden = type(self)._make_socket_transport is not Loop._make_socket_transport
         if sslcontext is None and not self._debug and not accept_connections(
-                self, protocol_factory, sock, server, backlog):
+                self, protocol_factory, sock, server, backlog,
+                self._make_socket_transport if overridden else None):
             return
         super()._accept_connection(protocol_factory, sock, sslcontext, server,
                                    backlog, *ssl_timeouts)

@@ -26,6 +26,8 @@ import warnings
 
 import pytest
 
+import fastloop
+
 from helpers import HAS_IPV6, RecordingProtocol, run, spin
 
 PY311 = sys.version_info >= (3, 11)
@@ -1358,6 +1360,44 @@ def test_data_received_objects_stay_as_delivered(loop):
     assert all(h == hash(content) for h, content in server.hashes)
     received = b"".join(copy for _, copy in server.kept) + b"".join(c for _, c in server.hashes)
     assert sorted(received) == sorted(b"".join(messages))
+
+
+@pytest.mark.timeout(30)
+def test_servers_use_an_overridden_make_socket_transport(impl):
+    """A loop subclass's _make_socket_transport makes the transports of
+    accepted connections too (asyncio's code calls it for every kind)."""
+    base = asyncio.SelectorEventLoop if impl == "asyncio" else fastloop.Loop
+    made = []
+
+    class CountingLoop(base):
+        def _make_socket_transport(self, sock, protocol, waiter=None, **kwargs):
+            transport = super()._make_socket_transport(sock, protocol, waiter, **kwargs)
+            made.append(transport)
+            return transport
+
+    loop = CountingLoop() if impl == "asyncio" else CountingLoop(poller=impl.split("-")[1])
+
+    async def main():
+        class Echo(asyncio.Protocol):
+            def connection_made(self, transport):
+                self.transport = transport
+
+            def data_received(self, data):
+                self.transport.write(data)
+
+        srv = await loop.create_server(Echo, "127.0.0.1", 0)
+        reader, writer = await asyncio.open_connection(*srv.sockets[0].getsockname()[:2])
+        writer.write(b"ping")
+        assert await reader.readexactly(4) == b"ping"
+        writer.close()
+        await writer.wait_closed()
+        await close_server(srv)
+
+    try:
+        run(loop, main())
+    finally:
+        loop.close()
+    assert len(made) == 2           # the client's and the accepted one
 
 
 @pytest.mark.timeout(30)

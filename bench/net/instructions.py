@@ -58,8 +58,8 @@ def exclusive_costs(path):
 
 def measure(args, loop, cell, tmp):
     style, size, addr, two_writes, reconnect = CELLS[cell]
-    if addr != "tcp" or reconnect:
-        raise SystemExit(f"{cell}: only TCP ping-pong cells are supported here")
+    if addr != "tcp":
+        raise SystemExit(f"{cell}: only TCP cells are supported here")
     out = os.path.join(tmp, f"cg.{loop}.{cell}")
     for old in glob.glob(out + "*"):
         os.unlink(old)
@@ -76,6 +76,8 @@ def measure(args, loop, cell, tmp):
                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         time.sleep(1)
         what = ["--http"] if size is None else ["--size", str(size)]
+        if reconnect:
+            what.append("--reconnect")
         client = subprocess.run(
             [sys.executable, os.path.join(HERE, "client.py"), "--port", port, *what,
              "--conns", str(args.conns), "--duration", str(args.duration), "--warmup", "0"],
