@@ -77,6 +77,7 @@ cdef object _SOCK_STREAM = int(_socket.SOCK_STREAM)
 cdef object _IPPROTO_TCP = int(_socket.IPPROTO_TCP)
 cdef object _set_result_unless_cancelled = _futures._set_result_unless_cancelled
 cdef object _TransportSocket = _trsock.TransportSocket
+cdef object _MISSING = object()         # get_extra_info(): no such key
 # Python 3.13's datagram transport sends empty datagrams (earlier ones drop
 # them) and counts 8 bytes of header per queued datagram in its buffer size.
 cdef bint _SENDS_EMPTY_DATAGRAMS = sys.version_info >= (3, 13)
@@ -147,7 +148,8 @@ cdef class TransportBase:
     cdef readonly int _sock_fd
     cdef object protocol
     cdef bint protocol_connected
-    cdef dict extra
+    cdef dict extra                    # get_extra_info()'s, but for "socket":
+    cdef object unwrapped_sock         # its TransportSocket is made on first use
     cdef object server
     cdef object context                # the reader's and writer's context
 
@@ -171,7 +173,7 @@ cdef class TransportBase:
         if extra is None:
             extra = {}
         self.extra = extra
-        extra["socket"] = _TransportSocket(sock)
+        self.unwrapped_sock = sock
         try:
             extra["sockname"] = sock.getsockname()
         except OSError:
@@ -422,7 +424,21 @@ cdef class TransportBase:
         return self.protocol
 
     def get_extra_info(self, name, default=None):
-        return self.extra.get(name, default)
+        value = self.extra.get(name, _MISSING)
+        if value is _MISSING:
+            if name != "socket" or self.unwrapped_sock is None:
+                return default
+            value = self.full_extra()["socket"]
+        return value
+
+    cdef dict full_extra(self):
+        # The "socket" entry (asyncio's TransportSocket wrapper, the same
+        # object on every call) is made when first asked for: most protocols
+        # never ask, and it costs a Python-level __init__ per connection.
+        if self.unwrapped_sock is not None:
+            self.extra["socket"] = _TransportSocket(self.unwrapped_sock)
+            self.unwrapped_sock = None
+        return self.extra
 
     # ------------------------------------------------------------ what asyncio's code reads
 
@@ -444,7 +460,7 @@ cdef class TransportBase:
 
     @property
     def _extra(self):
-        return self.extra
+        return self.full_extra()
 
     @property
     def _high_water(self):

@@ -1401,6 +1401,33 @@ def test_servers_use_an_overridden_make_socket_transport(impl):
 
 
 @pytest.mark.timeout(30)
+def test_extra_info_socket_is_one_wrapper_that_outlives_the_connection(loop, sockpair):
+    """get_extra_info("socket"): the same asyncio.TransportSocket on every
+    call, also when first asked for after the transport closed."""
+    a, b = sockpair
+
+    async def main():
+        early, _ = await loop.connect_accepted_socket(asyncio.Protocol, a)
+        late, _ = await loop.connect_accepted_socket(asyncio.Protocol, b)
+        first = early.get_extra_info("socket")
+        assert early.get_extra_info("socket") is first
+        assert isinstance(first, asyncio.trsock.TransportSocket)
+        assert first.fileno() == a.fileno()
+        assert early.get_extra_info("no such thing", 5) == 5
+        assert early.get_extra_info("sockname") == a.getsockname()
+        early.close()
+        late.close()
+        await asyncio.sleep(0.01)
+        after = late.get_extra_info("socket")
+        assert isinstance(after, asyncio.trsock.TransportSocket)
+        assert late.get_extra_info("socket", 5) is after
+        assert after.fileno() == -1 and first.fileno() == -1
+        assert sorted(late._extra) == sorted(["peername", "sockname", "socket"])
+
+    run(loop, main())
+
+
+@pytest.mark.timeout(30)
 def test_sock_recv_results_stay_as_received(loop, sockpair):
     """sock_recv() results, kept or hashed, keep their content while later
     reads of every size go on."""
