@@ -1307,6 +1307,47 @@ def test_loop_transports_map_follows_transport_lifetime(loop, sockpair):
         registry[fd]
 
 
+class AckingServer(asyncio.Protocol):
+    """Answers b"k" each time a whole message (of sizes[i], cycling) has
+    arrived; on_data() sees each delivered bytes object first."""
+
+    def __init__(self, sizes):
+        self.sizes = sizes
+        self.pending = 0
+        self.index = 0
+        self.calls = 0
+
+    def connection_made(self, transport):
+        self.transport = transport
+
+    def on_data(self, data):
+        pass
+
+    def data_received(self, data):
+        self.calls += 1
+        self.on_data(data)
+        self.pending += len(data)
+        if self.pending == self.sizes[self.index % len(self.sizes)]:
+            self.pending = 0
+            self.index += 1
+            self.transport.write(b"k")
+
+
+async def send_acked(loop, client, messages):
+    """Send each message from a sock_* client and wait for its b"k" (so the
+    server's reads are the only ones on transports, back to back)."""
+    for message in messages:
+        await loop.sock_sendall(client, message)
+        assert await loop.sock_recv(client, 1) == b"k"
+
+
+async def connected_client(loop, srv):
+    client = socket.socket()
+    client.setblocking(False)
+    await loop.sock_connect(client, srv.sockets[0].getsockname())
+    return client
+
+
 @pytest.mark.timeout(30)
 def test_data_received_objects_stay_as_delivered(loop):
     """Each data_received() gets bytes that never change afterwards: the ones
@@ -1319,39 +1360,24 @@ def test_data_received_objects_stay_as_delivered(loop):
              5000, 4100, 3000, 50000, 50000, 50000, 50000]
     messages = [bytes([i]) * n for i, n in enumerate(sizes)]
 
-    class Server(asyncio.Protocol):
+    class Server(AckingServer):
         def __init__(self):
+            super().__init__(sizes)
             self.kept = []          # (object, copy made at delivery)
             self.hashes = []        # (hash at delivery, content)
-            self.pending = 0
-            self.index = 0
 
-        def connection_made(self, transport):
-            self.transport = transport
-
-        def data_received(self, data):
+        def on_data(self, data):
             if self.index % 3 == 0:
                 self.kept.append((data, bytes(bytearray(data))))
             else:
                 self.hashes.append((hash(data), bytes(bytearray(data))))
                 {data: None}            # a dict key: the hash is cached
-            self.pending += len(data)
-            if self.pending == sizes[self.index]:
-                self.pending = 0
-                self.index += 1
-                self.transport.write(b"k")
 
     async def main():
         server = Server()
         srv = await loop.create_server(lambda: server, "127.0.0.1", 0)
-        # The client uses sock_* calls, not a transport: the server's reads
-        # are then the only ones on transports, back to back.
-        with socket.socket() as client:
-            client.setblocking(False)
-            await loop.sock_connect(client, srv.sockets[0].getsockname())
-            for message in messages:
-                await loop.sock_sendall(client, message)
-                assert await loop.sock_recv(client, 1) == b"k"
+        with await connected_client(loop, srv) as client:
+            await send_acked(loop, client, messages)
         await close_server(srv)
         return server
 
@@ -1464,39 +1490,24 @@ def test_kept_data_holds_at_most_twice_its_size(loop):
     # A large read, then one filling a bit over half of the first one's buffer.
     sizes = [40000, 22600]
 
-    class Server(asyncio.Protocol):
+    class Server(AckingServer):
         def __init__(self):
+            super().__init__(sizes)
             self.kept = []
-            self.calls = 0
-            self.pending = 0
-            self.index = 0
 
-        def connection_made(self, transport):
-            self.transport = transport
-
-        def data_received(self, data):
-            self.calls += 1
+        def on_data(self, data):
             if self.calls % 2 == 0:
                 self.kept.append(data)
-            self.pending += len(data)
-            if self.pending == sizes[self.index % 2]:
-                self.pending = 0
-                self.index += 1
-                self.transport.write(b"k")
 
     async def main():
         server = Server()
         srv = await loop.create_server(lambda: server, "127.0.0.1", 0)
-        with socket.socket() as client:
-            client.setblocking(False)
-            await loop.sock_connect(client, srv.sockets[0].getsockname())
+        messages = [b"x" * n for n in sizes] * rounds
+        with await connected_client(loop, srv) as client:
             tracemalloc.start()
             try:
                 before = tracemalloc.get_traced_memory()[0]
-                for _ in range(rounds):
-                    for n in sizes:
-                        await loop.sock_sendall(client, b"x" * n)
-                        assert await loop.sock_recv(client, 1) == b"k"
+                await send_acked(loop, client, messages)
                 grown = tracemalloc.get_traced_memory()[0] - before
             finally:
                 tracemalloc.stop()
