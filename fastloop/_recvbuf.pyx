@@ -5,15 +5,17 @@ it must (see docs/DESIGN.md, "The receive buffer").
 A read goes into a bytes object that can be handed over as it is, shrunk to
 the data, so that nothing is copied:
 
-- Large reads (HAND_OVER_MIN or more). The bytes object of the previous large
-  read is read into again when nobody else references it any more (the
-  protocol did not keep it); it was allocated an eighth larger than its first
+- Large reads (HAND_OVER_MIN or more). The bytes objects of the last two
+  large reads are kept in two slots, and one is read into again when nobody
+  else references it any more (the protocol did not keep it; two, because a
+  coroutine echoing sock_recv() results still holds the previous one while
+  it waits for the next). Each was allocated an eighth larger than its first
   data, so a read of the same size does not fill it. If the data fills at
   least half of it, it is handed over again: a steady stream of similar reads
   costs no malloc() and no free(). Otherwise (and when nothing is reusable)
   the read lands in the READ_SIZE spare buffer, which is handed over shrunk
-  in place (realloc, no copy) and becomes the object to read into next time;
-  a new spare buffer is allocated then. A read that fills the reused object
+  in place (realloc, no copy) and takes a slot; a new spare buffer is
+  allocated then. A read that fills the reused object
   may have left data in the socket: the poller reports it again, and that
   next read goes into the spare buffer so that its object can grow.
 - Small reads are copied out of the buffer they landed in, into the bytes
@@ -26,6 +28,7 @@ A handed-over object never holds more than twice its data. One plain recv()
 per read: readv() into the reused object and the spare buffer behind it
 measured ~0.4 us more kernel time per 10 KiB read than recv().
 """
+cimport cython
 from cpython.object cimport PyObject
 from cpython.ref cimport Py_INCREF
 from cpython.bytes cimport PyBytes_FromStringAndSize, PyBytes_AS_STRING, _PyBytes_Resize
@@ -48,43 +51,65 @@ cdef enum:
     HAND_OVER_MIN = 4 * 1024
 
 
+@cython.final
+cdef class Slot:
+    """A handed-over large read's bytes object, kept to read into again."""
+    cdef bytes obj
+    cdef Py_ssize_t capacity        # the size it was allocated with
+    cdef bint outgrown              # the last read into it filled it
+
+    cdef Py_ssize_t others(self):
+        """How many references to obj there are besides the slot's."""
+        cdef bytes obj = self.obj
+        return Py_REFCNT(obj) - 2           # the slot's and `obj`'s own
+
+    cdef bint reusable(self, Py_ssize_t limit):
+        return (self.obj is not None and self.others() == 0
+                and limit >= self.capacity and not self.outgrown)
+
+    cdef bytes hold(self, bytes obj, Py_ssize_t capacity):
+        self.obj = obj
+        self.capacity = capacity
+        self.outgrown = False
+        return obj
+
+
 cdef bytes spare = None                 # a READ_SIZE buffer, when we hold one
-cdef bytes large = None                 # the last large read's bytes object
-cdef Py_ssize_t large_capacity = 0      # the size it was allocated with
-cdef bint large_outgrown = False        # the last read into it filled it
+cdef Slot first = Slot()
+cdef Slot second = Slot()
+cdef Slot read_into = None              # the slot the last read went into
 cdef bytes small_one = None             # the last small read's bytes object
 cdef Py_ssize_t small_capacity = 0
-cdef bint into_large = False            # the last read went into `large`
 
 # glibc serves blocks above its mmap threshold (128 KiB at start) with mmap(),
 # and every new spare buffer would then cost mmap + mremap + munmap and page
-# faults. Freeing one such block raises the threshold past its size (glibc's
-# dynamic threshold), after which READ_SIZE buffers come from the heap.
-# asyncio's sock.recv() gets the same effect from its first EAGAIN.
-PyBytes_FromStringAndSize(NULL, READ_SIZE)
+# faults. Freeing such a block raises the threshold past its size (glibc's
+# dynamic threshold), after which READ_SIZE buffers come from the heap; the
+# heap may still have room for a few at import, so take enough that some do
+# not fit. asyncio's sock.recv() gets the same effect from its first EAGAIN.
+[PyBytes_FromStringAndSize(NULL, READ_SIZE) for _ in range(8)]
 
 
 cdef ssize_t read_some(int fd, Py_ssize_t limit) except -2:
-    global spare, into_large
-    cdef bytes reusable = large
-    if (reusable is not None and Py_REFCNT(reusable) == 2    # ours: global + local
-            and limit >= large_capacity and not large_outgrown):
-        into_large = True
-        return recv(fd, PyBytes_AS_STRING(reusable), large_capacity, 0)
-    into_large = False
+    global spare, read_into
+    cdef Slot slot = first if first.reusable(limit) else (
+        second if second.reusable(limit) else None)
+    read_into = slot
+    if slot is not None:
+        return recv(fd, PyBytes_AS_STRING(slot.obj), slot.capacity, 0)
     if spare is None:
         spare = PyBytes_FromStringAndSize(NULL, READ_SIZE)
     return recv(fd, PyBytes_AS_STRING(spare), limit, 0)
 
 
 cdef bytes received(Py_ssize_t n):
-    global large_outgrown
-    if into_large:
-        large_outgrown = n == large_capacity and n < READ_SIZE
-        if 2 * n >= large_capacity:
-            fl_bytes_resize_reused(large, n)
-            return large
-        return copied(PyBytes_AS_STRING(large), n)
+    cdef Slot slot = read_into
+    if slot is not None:
+        slot.outgrown = n == slot.capacity and n < READ_SIZE
+        if 2 * n >= slot.capacity:
+            fl_bytes_resize_reused(slot.obj, n)
+            return slot.obj
+        return copied(PyBytes_AS_STRING(slot.obj), n, slot)
     if n < HAND_OVER_MIN:
         return small(PyBytes_AS_STRING(spare), n)
     return hand_over_spare(n)
@@ -96,9 +121,19 @@ cdef inline Py_ssize_t with_room(Py_ssize_t n):
     return min(n + n // 8, READ_SIZE)
 
 
+cdef Slot free_slot():
+    """The slot a new large read's object goes to: an empty one, else one
+    whose object somebody else holds, else the smaller."""
+    if first.obj is None or first.others():
+        return first
+    if second.obj is None or second.others():
+        return second
+    return first if first.capacity <= second.capacity else second
+
+
 cdef bytes hand_over_spare(Py_ssize_t n):
     """The spare buffer shrunk in place to n bytes of data (with room), to be
-    read into again next time."""
+    read into again."""
     global spare
     cdef PyObject* raw = <PyObject*>spare
     cdef Py_ssize_t capacity = with_room(n)
@@ -110,26 +145,19 @@ cdef bytes hand_over_spare(Py_ssize_t n):
     result = <bytes>raw
     Py_XDECREF(raw)
     fl_bytes_resize_reused(result, n)
-    return new_large(result, capacity)
+    return free_slot().hold(result, capacity)
 
 
-cdef bytes new_large(bytes obj, Py_ssize_t capacity):
-    global large, large_capacity, large_outgrown
-    large = obj
-    large_capacity = capacity
-    large_outgrown = False
-    return obj
-
-
-cdef bytes copied(const char* data, Py_ssize_t n):
-    """n bytes too few to hand over the object they are in."""
+cdef bytes copied(const char* data, Py_ssize_t n, Slot slot):
+    """n bytes too few to hand over the slot's object they are in: a new
+    object (which takes the slot) or, if small, a recycled one."""
     if n < HAND_OVER_MIN:
         return small(data, n)
     cdef Py_ssize_t capacity = with_room(n)
     fresh = PyBytes_FromStringAndSize(NULL, capacity)
     memcpy(PyBytes_AS_STRING(fresh), data, n)
     fl_bytes_resize_reused(fresh, n)
-    return new_large(fresh, capacity)
+    return slot.hold(fresh, capacity)
 
 
 cdef bytes small(const char* data, Py_ssize_t n):
