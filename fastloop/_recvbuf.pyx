@@ -15,9 +15,9 @@ the data, so that nothing is copied:
   costs no malloc() and no free(). Otherwise (and when nothing is reusable)
   the read lands in the READ_SIZE spare buffer, which is handed over shrunk
   in place (realloc, no copy) and takes a slot; a new spare buffer is
-  allocated then. A read that fills the reused object
-  may have left data in the socket: the poller reports it again, and that
-  next read goes into the spare buffer so that its object can grow.
+  allocated then. A read that fills the reused object may have left data in
+  the socket: the poller reports it again, and that next read goes into the
+  spare buffer so that its object can grow.
 - Small reads are copied out of the buffer they landed in, into the bytes
   object of the previous small read under the same rule (unreferenced, at
   least half filled), else into a new one. A 1 KiB bytes object is too big for

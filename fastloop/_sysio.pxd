@@ -15,7 +15,6 @@ cdef extern from "_compat.h":
     ssize_t recv(int fd, void* buf, size_t n, int flags) nogil
     ssize_t send(int fd, const void* buf, size_t n, int flags) nogil
     ssize_t writev(int fd, const iovec* iov, int iovcnt) nogil
-    ssize_t readv(int fd, const iovec* iov, int iovcnt) nogil
     int FL_MSG_NOSIGNAL          # MSG_NOSIGNAL where it exists, else 0
 
 
