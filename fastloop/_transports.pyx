@@ -950,8 +950,10 @@ cdef start_accepted(loop, protocol_factory, conn, dict extra, server, make_trans
 
 cdef ensure_no_transport(loop, sock):
     """asyncio's check that a new transport's fd is not a live transport's."""
-    cdef int fd = sock.fileno()
-    transport = (<TransportMap?>loop._transports).live(fd)
+    transports = loop._transports
+    if type(transports) is not TransportMap:      # replaced by a subclass
+        return loop._ensure_fd_no_transport(sock)
+    transport = (<TransportMap>transports).live(sock.fileno())
     if transport is not None and not transport.is_closing():
         raise RuntimeError(f"File descriptor {sock!r} is used by transport {transport!r}")
 
