@@ -1427,6 +1427,40 @@ def test_servers_use_an_overridden_make_socket_transport(impl):
 
 
 @pytest.mark.timeout(30)
+def test_servers_work_with_a_replaced_transports_registry(impl):
+    """A loop subclass may replace loop._transports with asyncio's own
+    WeakValueDictionary: accepted connections are still served."""
+    import weakref
+    base = asyncio.SelectorEventLoop if impl == "asyncio" else fastloop.Loop
+
+    class ReplacingLoop(base):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            self._transports = weakref.WeakValueDictionary()
+
+    loop = ReplacingLoop() if impl == "asyncio" else ReplacingLoop(poller=impl.split("-")[1])
+
+    async def main():
+        async def echo(reader, writer):
+            writer.write(await reader.readexactly(4))
+            await writer.drain()
+            writer.close()
+
+        srv = await asyncio.start_server(echo, "127.0.0.1", 0)
+        reader, writer = await asyncio.open_connection(*srv.sockets[0].getsockname()[:2])
+        writer.write(b"ping")
+        assert await reader.readexactly(4) == b"ping"
+        writer.close()
+        await writer.wait_closed()
+        await close_server(srv)
+
+    try:
+        run(loop, main())
+    finally:
+        loop.close()
+
+
+@pytest.mark.timeout(30)
 def test_extra_info_socket_is_one_wrapper_that_outlives_the_connection(loop, sockpair):
     """get_extra_info("socket"): the same asyncio.TransportSocket on every
     call, also when first asked for after the transport closed."""
