@@ -1388,57 +1388,12 @@ def test_data_received_objects_stay_as_delivered(loop):
     assert sorted(received) == sorted(b"".join(messages))
 
 
-@pytest.mark.timeout(30)
-def test_servers_use_an_overridden_make_socket_transport(impl):
-    """A loop subclass's _make_socket_transport makes the transports of
-    accepted connections too (asyncio's code calls it for every kind)."""
+def ping_a_server_on(impl, subclass):
+    """On a loop of `subclass` (a subclass of impl's loop class, given the
+    base): one connection to a start_server() echo server, one exchange."""
     base = asyncio.SelectorEventLoop if impl == "asyncio" else fastloop.Loop
-    made = []
-
-    class CountingLoop(base):
-        def _make_socket_transport(self, sock, protocol, waiter=None, **kwargs):
-            transport = super()._make_socket_transport(sock, protocol, waiter, **kwargs)
-            made.append(transport)
-            return transport
-
-    loop = CountingLoop() if impl == "asyncio" else CountingLoop(poller=impl.split("-")[1])
-
-    async def main():
-        class Echo(asyncio.Protocol):
-            def connection_made(self, transport):
-                self.transport = transport
-
-            def data_received(self, data):
-                self.transport.write(data)
-
-        srv = await loop.create_server(Echo, "127.0.0.1", 0)
-        reader, writer = await asyncio.open_connection(*srv.sockets[0].getsockname()[:2])
-        writer.write(b"ping")
-        assert await reader.readexactly(4) == b"ping"
-        writer.close()
-        await writer.wait_closed()
-        await close_server(srv)
-
-    try:
-        run(loop, main())
-    finally:
-        loop.close()
-    assert len(made) == 2           # the client's and the accepted one
-
-
-@pytest.mark.timeout(30)
-def test_servers_work_with_a_replaced_transports_registry(impl):
-    """A loop subclass may replace loop._transports with asyncio's own
-    WeakValueDictionary: accepted connections are still served."""
-    import weakref
-    base = asyncio.SelectorEventLoop if impl == "asyncio" else fastloop.Loop
-
-    class ReplacingLoop(base):
-        def __init__(self, *args, **kwargs):
-            super().__init__(*args, **kwargs)
-            self._transports = weakref.WeakValueDictionary()
-
-    loop = ReplacingLoop() if impl == "asyncio" else ReplacingLoop(poller=impl.split("-")[1])
+    cls = subclass(base)
+    loop = cls() if impl == "asyncio" else cls(poller=impl.split("-")[1])
 
     async def main():
         async def echo(reader, writer):
@@ -1458,6 +1413,40 @@ def test_servers_work_with_a_replaced_transports_registry(impl):
         run(loop, main())
     finally:
         loop.close()
+
+
+@pytest.mark.timeout(30)
+def test_servers_use_an_overridden_make_socket_transport(impl):
+    """A loop subclass's _make_socket_transport makes the transports of
+    accepted connections too (asyncio's code calls it for every kind)."""
+    made = []
+
+    def subclass(base):
+        class CountingLoop(base):
+            def _make_socket_transport(self, sock, protocol, waiter=None, **kwargs):
+                transport = super()._make_socket_transport(sock, protocol, waiter, **kwargs)
+                made.append(transport)
+                return transport
+        return CountingLoop
+
+    ping_a_server_on(impl, subclass)
+    assert len(made) == 2           # the client's and the accepted one
+
+
+@pytest.mark.timeout(30)
+def test_servers_work_with_a_replaced_transports_registry(impl):
+    """A loop subclass may replace loop._transports with asyncio's own
+    WeakValueDictionary: accepted connections are still served."""
+    import weakref
+
+    def subclass(base):
+        class ReplacingLoop(base):
+            def __init__(self, *args, **kwargs):
+                super().__init__(*args, **kwargs)
+                self._transports = weakref.WeakValueDictionary()
+        return ReplacingLoop
+
+    ping_a_server_on(impl, subclass)
 
 
 @pytest.mark.timeout(30)
