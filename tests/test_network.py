@@ -17,6 +17,7 @@ import io
 import logging
 import os
 import pathlib
+import random
 import shutil
 import socket
 import sys
@@ -1503,6 +1504,68 @@ def test_sock_recv_results_stay_as_received(loop, sockpair):
     kept, hashed = run(loop, main())
     assert all(obj == copy for obj, copy in kept)
     assert all(h == hash(content) for h, content in hashed)
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("reader", ["transport", "sock_recv"])
+def test_random_read_sizes_keep_every_delivered_object_intact(loop, reader):
+    """Messages of random sizes (1 byte to 300 KiB), each delivered object
+    kept, hashed or dropped at random: everything kept still holds what was
+    delivered, and the stream arrives whole and in order."""
+    rng = random.Random(1234)
+    sizes = [rng.choice([rng.randint(1, 4096), rng.randint(4096, 40000),
+                         rng.randint(40000, 300000)]) for _ in range(120)]
+    messages = [bytes([i % 251]) * n for i, n in enumerate(sizes)]
+    kept, hashed, stream = [], [], []
+
+    def take(data):
+        stream.append(bytes(bytearray(data)))
+        choice = rng.random()
+        if choice < 0.3:
+            kept.append((data, stream[-1]))
+        elif choice < 0.6:
+            hashed.append((hash(data), stream[-1]))
+            {data: None}
+
+    async def serve_with_transport(srv_sock):
+        class Server(AckingServer):
+            def on_data(self, data):
+                take(data)
+        transport, _ = await loop.connect_accepted_socket(lambda: Server(sizes), srv_sock)
+        return transport
+
+    async def serve_with_sock_recv(srv_sock):
+        for n in sizes:
+            got = 0
+            while got < n:
+                data = await loop.sock_recv(srv_sock, 262144)
+                take(data)
+                got += len(data)
+            await loop.sock_sendall(srv_sock, b"k")
+
+    async def main():
+        listener = socket.create_server(("127.0.0.1", 0))
+        client = socket.create_connection(listener.getsockname())
+        srv_sock, _ = listener.accept()
+        listener.close()
+        for sock in (client, srv_sock):
+            sock.setblocking(False)
+        with client:
+            if reader == "transport":
+                transport = await serve_with_transport(srv_sock)
+                await send_acked(loop, client, messages)
+                transport.close()
+            else:
+                with srv_sock:
+                    server = asyncio.ensure_future(serve_with_sock_recv(srv_sock))
+                    await send_acked(loop, client, messages)
+                    await server
+        await asyncio.sleep(0)
+
+    run(loop, main())
+    assert all(obj == copy for obj, copy in kept)
+    assert all(h == hash(content) for h, content in hashed)
+    assert b"".join(stream) == b"".join(messages)
 
 
 @pytest.mark.timeout(60)
