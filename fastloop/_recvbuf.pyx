@@ -58,14 +58,18 @@ cdef class Slot:
     cdef Py_ssize_t capacity        # the size it was allocated with
     cdef bint outgrown              # the last read into it filled it
 
-    cdef Py_ssize_t others(self):
+    cdef inline Py_ssize_t others(self) noexcept:
         """How many references to obj there are besides the slot's."""
         cdef bytes obj = self.obj
         return Py_REFCNT(obj) - 2           # the slot's and `obj`'s own
 
-    cdef bint reusable(self, Py_ssize_t limit):
-        return (self.obj is not None and self.others() == 0
-                and limit >= self.capacity and not self.outgrown)
+    cdef inline bint unreferenced(self) noexcept:
+        """The slot holds an object nobody else holds: ours to refill."""
+        return self.obj is not None and self.others() == 0
+
+    cdef inline bint reusable(self, Py_ssize_t limit) noexcept:
+        """Ours to read up to `limit` bytes into."""
+        return self.unreferenced() and limit >= self.capacity and not self.outgrown
 
     cdef bytes hold(self, bytes obj, Py_ssize_t capacity):
         self.obj = obj
@@ -78,8 +82,7 @@ cdef bytes spare = None                 # a READ_SIZE buffer, when we hold one
 cdef Slot first = Slot()
 cdef Slot second = Slot()
 cdef Slot read_into = None              # the slot the last read went into
-cdef bytes small_one = None             # the last small read's bytes object
-cdef Py_ssize_t small_capacity = 0
+cdef Slot last_small = Slot()           # the last small read's bytes object
 
 # glibc serves blocks above its mmap threshold (128 KiB at start) with mmap(),
 # and every new spare buffer would then cost mmap + mremap + munmap and page
@@ -92,8 +95,11 @@ cdef Py_ssize_t small_capacity = 0
 
 cdef ssize_t read_some(int fd, Py_ssize_t limit) except -2:
     global spare, read_into
-    cdef Slot slot = first if first.reusable(limit) else (
-        second if second.reusable(limit) else None)
+    cdef Slot slot = None
+    if first.reusable(limit):
+        slot = first
+    elif second.reusable(limit):
+        slot = second
     read_into = slot
     if slot is not None:
         return recv(fd, PyBytes_AS_STRING(slot.obj), slot.capacity, 0)
@@ -161,14 +167,10 @@ cdef bytes copied(const char* data, Py_ssize_t n, Slot slot):
 
 
 cdef bytes small(const char* data, Py_ssize_t n):
-    global small_one, small_capacity
-    cdef bytes reused = small_one
-    if (reused is not None and Py_REFCNT(reused) == 2      # ours: global + local
-            and n <= small_capacity and 2 * n >= small_capacity):
-        memcpy(PyBytes_AS_STRING(reused), data, n)
-        fl_bytes_resize_reused(reused, n)
-        return reused
-    fresh = PyBytes_FromStringAndSize(data, n)
-    small_one = fresh
-    small_capacity = n
-    return fresh
+    """n bytes copied into the last small read's object if it is ours and
+    they fill at least half of it, else into a new one."""
+    if last_small.unreferenced() and n <= last_small.capacity and 2 * n >= last_small.capacity:
+        memcpy(PyBytes_AS_STRING(last_small.obj), data, n)
+        fl_bytes_resize_reused(last_small.obj, n)
+        return last_small.obj
+    return last_small.hold(PyBytes_FromStringAndSize(data, n), n)

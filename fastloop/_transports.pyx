@@ -9,15 +9,11 @@ what the kernel would not take.
 """
 from cpython.object cimport PyObject
 from cpython.ref cimport Py_INCREF
-
-cdef extern from "Python.h":
-    void Py_XDECREF(PyObject*)
 from cpython.bytes cimport PyBytes_FromStringAndSize, PyBytes_AS_STRING, PyBytes_GET_SIZE
 from cpython.buffer cimport PyObject_GetBuffer, PyBuffer_Release, PyBUF_SIMPLE, PyBUF_WRITABLE
 from cpython.contextvars cimport PyContext_CopyCurrent
 from cpython.weakref cimport PyWeakref_NewRef
 from libc.errno cimport errno, EINTR
-
 
 from fastloop._handles cimport Handle, new_handle
 from fastloop._core cimport LoopCore
@@ -40,17 +36,15 @@ from asyncio import trsock as _trsock
 from asyncio.log import logger as _logger
 
 cdef extern from "Python.h":
+    void Py_XDECREF(PyObject*)
     int PyContext_Enter(object ctx) except -1
     int PyContext_Exit(object ctx) except -1
+    # len(), -1 with the exception set: the caller checks.
+    Py_ssize_t object_size "PyObject_Size"(object o)
 
 cdef extern from "_compat.h":
     # Returns a plain pointer: the caller checks for NULL itself.
     PyObject* fl_call_one(object f, object arg)
-
-
-cdef extern from "Python.h":
-    # len(), -1 with the exception set: the caller checks.
-    Py_ssize_t object_size "PyObject_Size"(object o)
 
 # get_buffer()'s argument: asyncio passes -1, "no size hint".
 cdef object _NO_SIZE_HINT = -1
