@@ -9,6 +9,7 @@ what the kernel would not take.
 """
 from cpython.object cimport PyObject
 from cpython.ref cimport Py_INCREF
+from cpython.list cimport PyList_GET_SIZE, PyList_GET_ITEM
 from cpython.bytes cimport PyBytes_FromStringAndSize, PyBytes_AS_STRING, PyBytes_GET_SIZE
 from cpython.buffer cimport PyObject_GetBuffer, PyBuffer_Release, PyBUF_SIMPLE, PyBUF_WRITABLE
 from cpython.contextvars cimport PyContext_CopyCurrent
@@ -153,6 +154,12 @@ cdef class TransportBase:
     cdef Py_ssize_t low_water
     cdef public bint _protocol_paused  # pause_writing() was called
 
+    # Writes made while the protocol's data_received()/buffer_updated() runs
+    # are sent when it returns (see SocketTransport.settle_writes): `deferred`
+    # bytes of them wait in `buffer`, not counted in buffer_size yet.
+    cdef bint delivering
+    cdef Py_ssize_t deferred
+
     cdef Py_ssize_t conn_lost          # set when connection_lost() is scheduled
     cdef bint closing                  # close() was called
     cdef bint paused                   # pause_reading() was called
@@ -256,9 +263,13 @@ cdef class TransportBase:
                 server._detach()
 
     def is_reading(self):
+        if self.deferred:
+            self.settle_writes()
         return not self.closing and not self.paused
 
     def pause_reading(self):
+        if self.deferred:
+            self.settle_writes()
         if self.closing or self.paused:
             return
         self.paused = True
@@ -267,6 +278,8 @@ cdef class TransportBase:
             _logger.debug("%r pauses reading", self)
 
     def resume_reading(self):
+        if self.deferred:
+            self.settle_writes()
         if self.closing or not self.paused:
             return
         self.paused = False
@@ -291,13 +304,20 @@ cdef class TransportBase:
     cdef int on_writable(self) except -1:
         raise NotImplementedError
 
+    cdef int settle_writes(self) except -1:
+        return 0
+
     def get_write_buffer_size(self):
+        if self.deferred:
+            self.settle_writes()
         return self.buffer_size
 
     def get_write_buffer_limits(self):
         return (self.low_water, self.high_water)
 
     def set_write_buffer_limits(self, high=None, low=None):
+        if self.deferred:
+            self.settle_writes()
         if high is None:
             high = 64 * 1024 if low is None else 4 * low
         if low is None:
@@ -343,11 +363,15 @@ cdef class TransportBase:
     # ------------------------------------------------------------ closing
 
     def is_closing(self):
+        if self.deferred:
+            self.settle_writes()
         return self.closing
 
     def close(self):
         """Stop reading; connection_lost(None) follows once every byte
         written so far has been sent."""
+        if self.deferred:
+            self.settle_writes()
         if self.closing:
             return
         self.closing = True
@@ -365,6 +389,9 @@ cdef class TransportBase:
         self.force_close(exc)
 
     cdef force_close(self, exc):
+        if self.deferred:
+            # What asyncio would have sent by now goes out before the close.
+            self.settle_writes()
         if self.conn_lost:
             return
         if self.buffer:
@@ -418,6 +445,9 @@ cdef class TransportBase:
         return self.protocol
 
     def get_extra_info(self, name, default=None):
+        if self.deferred:
+            # The caller may go on to use the socket itself (shutdown()...).
+            self.settle_writes()
         value = self.extra.get(name, _MISSING)
         if value is _MISSING:
             if name != "socket" or self.unwrapped_sock is None:
@@ -442,6 +472,8 @@ cdef class TransportBase:
 
     @property
     def _sock(self):
+        if self.deferred:
+            self.settle_writes()
         return self.sock
 
     @property
@@ -450,6 +482,8 @@ cdef class TransportBase:
 
     @property
     def _closing(self):
+        if self.deferred:
+            self.settle_writes()
         return self.closing
 
     @property
@@ -474,6 +508,8 @@ cdef class TransportBase:
 
     def _make_empty_waiter(self):
         # loop.sendfile() waits on this for the buffer to drain.
+        if self.deferred:
+            self.settle_writes()
         if self.empty_waiter is not None:
             raise RuntimeError("Empty waiter is already set")
         self.empty_waiter = self.loop.create_future()
@@ -491,6 +527,7 @@ cdef class SocketTransport(TransportBase):
     cdef object buffer_updated
     cdef bint buffered                 # BufferedProtocol: read into its buffer
     cdef object empty_waiter           # loop.sendfile() waits for the buffer to drain
+    cdef object pending                # the first deferred write (see settle_writes)
     cdef Py_ssize_t sent_of_first      # bytes of buffer[0] already sent
     cdef bint eof                      # write_eof() was called
 
@@ -541,10 +578,15 @@ cdef class SocketTransport(TransportBase):
         """Hand what was read to the protocol's data_received()."""
         # Called without a try block (which costs its exception-state
         # bookkeeping on every call); a failure is handled out of line.
-        cdef PyObject* result = fl_call_one(self.data_received, data)
+        cdef PyObject* result
+        self.delivering = True
+        result = fl_call_one(self.data_received, data)
+        self.delivering = False
         if result == NULL:
             return self.protocol_failed("Fatal error: protocol.data_received() call failed.")
         Py_XDECREF(result)
+        if self.deferred:
+            return self.settle_writes()
         return 0
 
     cdef int protocol_failed(self, str message) except -1:
@@ -553,6 +595,9 @@ cdef class SocketTransport(TransportBase):
         try:
             reraise_current()
         except BaseException as exc:
+            if self.deferred:
+                # asyncio would have sent what the callback wrote before it raised.
+                self.settle_writes()
             if isinstance(exc, (KeyboardInterrupt, SystemExit)):
                 raise
             self.fatal_error(exc, message)
@@ -597,10 +642,14 @@ cdef class SocketTransport(TransportBase):
             return 0
         if n == 0:
             return self.on_eof()
+        self.delivering = True
         result = fl_call_one(self.buffer_updated, n)
+        self.delivering = False
         if result == NULL:
             return self.protocol_failed("Fatal error: protocol.buffer_updated() call failed.")
         Py_XDECREF(result)
+        if self.deferred:
+            return self.settle_writes()
         return 0
 
     cdef int on_eof(self) except -1:
@@ -640,40 +689,92 @@ cdef class SocketTransport(TransportBase):
 
     cdef write_bytes(self, object data, char* buf, Py_ssize_t size):
         """write() of size bytes at buf, which `data` holds."""
-        cdef ssize_t n = 0
-        cdef int err
         if size == 0:
             return
         if self.conn_lost:
             self.count_lost_write()
             return
-        if not self.buffer:
-            # Nothing queued: try to send it now.
-            while True:
-                n = send(self._sock_fd, buf, size, FL_MSG_NOSIGNAL)
-                if n >= 0 or errno != EINTR:
-                    err = errno
-                    break
-            if n < 0:
-                if not would_block(err):
-                    self.fatal_error(os_error(err), "Fatal write error on socket transport")
-                    return
-                n = 0
-            if n == size:
+        if self.deferred:
+            self.defer_another(data, buf, size)
+        elif self.buffer:
+            # Queued behind unsent data: the fd's writer sends it.
+            self.keep_unsent(data, buf, size, 0)
+        elif self.delivering and size <= self.high_water:
+            self.pending = data if type(data) is bytes else PyBytes_FromStringAndSize(buf, size)
+            self.deferred = size
+        else:
+            self.send_now(data, buf, size)
+
+    cdef send_now(self, object data, char* buf, Py_ssize_t size):
+        """Send with nothing queued; keep what the kernel does not take."""
+        cdef ssize_t n
+        cdef int err
+        while True:
+            n = send(self._sock_fd, buf, size, FL_MSG_NOSIGNAL)
+            if n >= 0 or errno != EINTR:
+                err = errno
+                break
+        if n == size:
+            return
+        if n < 0:
+            if not would_block(err):
+                self.fatal_error(os_error(err), "Fatal write error on socket transport")
                 return
-            self.start_writing()
-        # Keep what the kernel did not take, as bytes we own: a caller may
-        # reuse its bytearray right after write() returns.
-        if n == 0 and type(data) is bytes:
+            n = 0
+        self.start_writing()
+        self.keep_unsent(data, buf, size, n)
+
+    cdef keep_unsent(self, object data, char* buf, Py_ssize_t size, Py_ssize_t sent):
+        # Kept as bytes we own: a caller may reuse its bytearray right after
+        # write() returns.
+        if sent == 0 and type(data) is bytes:
             self.buffer.append(data)
         else:
-            self.buffer.append(PyBytes_FromStringAndSize(buf + n, size - n))
-        self.buffer_size += size - n
+            self.buffer.append(PyBytes_FromStringAndSize(buf + sent, size - sent))
+        self.buffer_size += size - sent
         self.maybe_pause_protocol()
+
+    # Writes made during data_received() (or buffer_updated()) while nothing
+    # is queued are sent when the callback returns, by settle_writes(): a
+    # response written in pieces leaves in one writev(), and the system call
+    # runs from the transport's read step rather than from inside the
+    # protocol's Python code. The first piece waits in `pending`, any others
+    # in `buffer`; `deferred` is their size, which buffer_size does not count
+    # until they are settled. Anything that could see the difference from
+    # asyncio's write-at-once (the buffer size, closing, the socket itself,
+    # the callback raising) settles them first.
+
+    cdef defer_another(self, object data, char* buf, Py_ssize_t size):
+        self.buffer.append(data if type(data) is bytes else PyBytes_FromStringAndSize(buf, size))
+        self.deferred += size
+        if self.deferred > self.high_water:
+            # A protocol writing this much at once gets pause_writing() during
+            # the write that crossed the mark, as in asyncio.
+            self.settle_writes()
+
+    cdef int settle_writes(self) except -1:
+        """Send the deferred writes (see above)."""
+        cdef object first = self.pending
+        cdef Py_ssize_t size = self.deferred
+        if not size:
+            return 0
+        self.pending = None
+        self.deferred = 0
+        if not self.buffer:
+            self.send_now(first, PyBytes_AS_STRING(first), size)
+            return 0
+        self.buffer.insert(0, first)
+        self.buffer_size += size
+        if self.flush() and self.buffer:
+            self.start_writing()
+            self.maybe_pause_protocol()
+        return 0
 
     def writelines(self, list_of_data):
         """Write the pieces with one writev() (a join, without the copy)."""
         cdef list pieces = []
+        if self.deferred:
+            self.settle_writes()
         self.check_writable("writelines")
         for data in list_of_data:
             if type(data) is not bytes:
@@ -713,13 +814,12 @@ cdef class SocketTransport(TransportBase):
         cdef ssize_t n
         cdef Py_ssize_t i, size, done = 0
         cdef list buffer = self.buffer
-        cdef object piece
-        for piece in buffer:
-            if count == 64:
-                break
-            iov[count].iov_base = PyBytes_AS_STRING(piece)
-            iov[count].iov_len = PyBytes_GET_SIZE(piece)
-            count += 1
+        cdef PyObject* piece
+        count = <int>min(PyList_GET_SIZE(buffer), 64)
+        for i in range(count):
+            piece = PyList_GET_ITEM(buffer, i)
+            iov[i].iov_base = PyBytes_AS_STRING(<object>piece)
+            iov[i].iov_len = PyBytes_GET_SIZE(<object>piece)
         iov[0].iov_base = <char*>iov[0].iov_base + self.sent_of_first
         iov[0].iov_len -= self.sent_of_first
         while True:
@@ -743,12 +843,15 @@ cdef class SocketTransport(TransportBase):
         self.buffer_size -= n
         n += self.sent_of_first
         for i in range(count):
-            size = PyBytes_GET_SIZE(buffer[i])
+            size = PyBytes_GET_SIZE(<object>PyList_GET_ITEM(buffer, i))
             if n < size:
                 break
             n -= size
             done += 1
-        del buffer[:done]
+        if done == PyList_GET_SIZE(buffer):
+            buffer.clear()               # all sent: cheaper than a slice deletion
+        else:
+            del buffer[:done]
         self.sent_of_first = n
         return True
 
@@ -773,6 +876,8 @@ cdef class SocketTransport(TransportBase):
         return 0
 
     def write_eof(self):
+        if self.deferred:
+            self.settle_writes()
         if self.closing or self.eof:
             return
         self.eof = True
@@ -789,6 +894,8 @@ cdef class SocketTransport(TransportBase):
             self.empty_waiter.set_exception(ConnectionError("Connection is closed by peer"))
 
     def set_protocol(self, protocol):
+        if self.deferred:
+            self.settle_writes()
         if isinstance(protocol, _BufferedProtocol):
             self.buffered = True
             self.get_buffer = protocol.get_buffer
@@ -802,6 +909,8 @@ cdef class SocketTransport(TransportBase):
 
     def _make_empty_waiter(self):
         # loop.sendfile() waits on this for the buffer to drain.
+        if self.deferred:
+            self.settle_writes()
         if self.empty_waiter is not None:
             raise RuntimeError("Empty waiter is already set")
         self.empty_waiter = self.loop.create_future()

@@ -39,6 +39,9 @@ import psutil
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 LOOPS = ["fastloop", "asyncio", "uvloop", "rloop"]
+# --variant DIR: another fastloop build (a checkout with its extensions built
+# in place) measured as this loop, for A/B comparisons of a change.
+VARIANT = "fastloop-B"
 KiB = 1024
 
 # name -> (style, size, addr, two_writes, reconnect); size None = HTTP;
@@ -113,7 +116,7 @@ def stderr_tail(f):
     return lines[-1] if lines else ""
 
 
-def measure(args, tmp, server_cmd, cell):
+def measure(args, tmp, server_cmd, cell, server_env=None):
     """One run: return dict of metrics, or raise RuntimeError."""
     style, size, addr, _, reconnect = cell
     path = os.path.join(tmp, "s.sock")
@@ -128,7 +131,7 @@ def measure(args, tmp, server_cmd, cell):
     s_err = tempfile.TemporaryFile()
     c_err = tempfile.TemporaryFile()
     server = subprocess.Popen(server_cmd, stdout=subprocess.PIPE, stderr=s_err,
-                              preexec_fn=pin(args.server_cpu))
+                              preexec_fn=pin(args.server_cpu), env=server_env)
     client = None
     try:
         s_lines = Lines(server)
@@ -259,7 +262,7 @@ def paired_ratios(mine, theirs):
 
 def report(args, cells, loops, results, cref, failures, meta):
     cols = loops + (["C epoll"] if not args.no_c else [])
-    ratio_to = [l for l in ("asyncio", "uvloop", "rloop") if l in loops and "fastloop" in loops]
+    ratio_to = [l for l in ("asyncio", "uvloop", "rloop", VARIANT) if l in loops and "fastloop" in loops]
 
     def get(cell, col):
         runs = cref.get(c_key(CELLS[cell]), []) if col == "C epoll" else results[cell][col]
@@ -359,6 +362,9 @@ def main():
                                 formatter_class=argparse.RawDescriptionHelpFormatter,
                                 epilog=__doc__.split("\n\n", 1)[1])
     p.add_argument("--loops", default=",".join(LOOPS), help="comma-separated (default: all four)")
+    p.add_argument("--variant", metavar="DIR",
+                   help=f"also measure the fastloop built in place in checkout DIR, as "
+                        f"{VARIANT!r} (A/B comparison of a change)")
     p.add_argument("--only", help="comma-separated cell names or fnmatch patterns "
                                   "('protocol-*', 'all'); default: the default cells, see --list")
     p.add_argument("--list", action="store_true", help="list the cells and exit")
@@ -390,8 +396,10 @@ def main():
         return
 
     loops = [l.strip() for l in args.loops.split(",") if l.strip()]
+    if args.variant:
+        loops.append(VARIANT)
     for l in loops:
-        if l not in LOOPS:
+        if l not in LOOPS and l != VARIANT:
             p.error(f"unknown loop {l!r}")
     if args.only:
         pats = [x.strip() for x in args.only.split(",") if x.strip()]
@@ -443,14 +451,18 @@ def main():
                     runs.append(("C epoll", [epoll_bin] + (["-H"] if style == "http" else [])))
                 for loop in order:
                     cmd = [sys.executable, os.path.join(HERE, "servers.py"),
-                           "--loop", loop, "--style", style] + (["--two-writes"] if two else [])
+                           "--loop", "fastloop" if loop == VARIANT else loop,
+                           "--style", style] + (["--two-writes"] if two else [])
                     runs.append((loop, cmd))
                 for who, cmd in runs:
+                    env = None
+                    if who == VARIANT:
+                        env = dict(os.environ, PYTHONPATH=os.path.abspath(args.variant))
                     key = (k if who == "C epoll" else cell, who)
                     if key in failures:
                         continue
                     try:
-                        r = measure(args, tmp, cmd, spec)
+                        r = measure(args, tmp, cmd, spec, env)
                     except RuntimeError as e:
                         failures[key] = str(e)[:300]
                         log(f"[{rnd + 1}/{args.rounds}] {key[0]:20} {who:8} FAILED: {failures[key]}")
