@@ -2497,3 +2497,200 @@ def test_create_server_argument_errors(loop):
     finally:
         sock.close()
         dgram.close()
+
+
+# ------------------------------------------------ writes made inside data_received
+#
+# fastloop sends what a protocol writes during data_received()/buffer_updated()
+# when the callback returns (see SocketTransport.settle_writes), and sends it
+# first whenever something could tell the difference. These scripts run inside
+# the callback; the peer must see exactly what asyncio's write-at-once gives.
+
+def _write_pieces(proto, tr):
+    scratch = bytearray(b"b")
+    tr.write(b"a")
+    tr.write(scratch)
+    scratch[:] = b"X"                       # reused right after write(): not sent
+    tr.write(memoryview(b"cd"))
+    tr.writelines([b"e", b"f"])
+    tr.write(b"g")
+    proto.seen["size"] = tr.get_write_buffer_size()
+
+
+def _write_then_close(proto, tr):
+    tr.write(b"bye")
+    tr.close()
+    proto.seen["closing"] = tr.is_closing()
+
+
+def _write_then_abort(proto, tr):
+    tr.write(b"bye")
+    tr.abort()
+
+
+def _write_then_write_eof(proto, tr):
+    tr.write(b"half")
+    tr.write_eof()
+    proto.seen["closing"] = tr.is_closing()
+
+
+def _write_then_shutdown_the_socket(proto, tr):
+    tr.write(b"raw")
+    tr.get_extra_info("socket").shutdown(socket.SHUT_WR)
+
+
+def _write_then_raise(proto, tr):
+    tr.write(b"before")
+    raise ZeroDivisionError("after writing")
+
+
+def _write_to_a_closed_peer(proto, tr):
+    proto.peer.close()
+    tr.write(b"lost")
+    proto.seen["closing"] = tr.is_closing()
+    proto.seen["size"] = tr.get_write_buffer_size()
+
+
+def _write_more_than_the_high_water_mark(proto, tr):
+    tr.set_write_buffer_limits(high=64 * 1024)
+    for i in range(64):                     # 4 MiB: more than the socket takes
+        tr.write(bytes([i]) * 65536)
+        if "pause_writing" in proto.events and "paused_at" not in proto.seen:
+            proto.seen["paused_at"] = i
+    proto.seen["buffered"] = tr.get_write_buffer_size() > 0
+
+
+class ScriptedProtocol(asyncio.Protocol):
+    """Runs `script(self, transport)` in its first data_received()."""
+
+    def __init__(self, loop, script, peer):
+        self.script = script
+        self.peer = peer
+        self.events = []
+        self.seen = {}
+        self.returned = loop.create_future()
+        self.lost = loop.create_future()
+
+    def connection_made(self, transport):
+        self.transport = transport
+
+    def data_received(self, data):
+        self.events.append("data")
+        try:
+            self.script(self, self.transport)
+        finally:
+            self.events.append("returned")
+            self.returned.set_result(None)
+
+    def pause_writing(self):
+        self.events.append("pause_writing")
+
+    def resume_writing(self):
+        self.events.append("resume_writing")
+
+    def connection_lost(self, exc):
+        self.events.append("lost")
+        self.lost.set_result(exc)
+
+
+class ScriptedBufferedProtocol(ScriptedProtocol, asyncio.BufferedProtocol):
+    def get_buffer(self, sizehint):
+        self.buf = bytearray(64)
+        return self.buf
+
+    def buffer_updated(self, nbytes):
+        self.data_received(bytes(self.buf[:nbytes]))
+
+
+def run_write_script(loop, sockpair, script, protocol_class):
+    """Connect a scripted protocol on one end of sockpair, trigger its script
+    from the other and read everything the transport sends until EOF.
+    Returns (received, protocol, connection_lost's exc, exception contexts)."""
+    peer, sock = sockpair
+    contexts = []
+    loop.set_exception_handler(lambda lp, ctx: contexts.append(ctx))
+
+    async def main():
+        tr, proto = await loop.connect_accepted_socket(
+            lambda: protocol_class(loop, script, peer), sock=sock)
+        await loop.sock_sendall(peer, b"go")
+        await proto.returned
+        got = bytearray()
+        if peer.fileno() >= 0:
+            while True:
+                data = await loop.sock_recv(peer, 65536)
+                if not data:
+                    break
+                got += data
+                if not tr.is_closing() and "shutdown" not in proto.seen:
+                    tr.close()              # the script left it open: EOF follows the data
+        if not tr.is_closing():
+            tr.close()
+        return bytes(got), proto, await proto.lost
+
+    got, proto, lost = run(loop, main())
+    return got, proto, lost, contexts
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("protocol_class", [ScriptedProtocol, ScriptedBufferedProtocol])
+def test_writes_in_data_received_arrive_whole_and_in_order(loop, sockpair, protocol_class):
+    got, proto, lost, contexts = run_write_script(loop, sockpair, _write_pieces, protocol_class)
+    assert got == b"abcdefg"
+    assert proto.seen == {"size": 0}        # the kernel took it all, as in asyncio
+    assert lost is None and not contexts
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("protocol_class", [ScriptedProtocol, ScriptedBufferedProtocol])
+@pytest.mark.parametrize("script, expected", [
+    (_write_then_close, b"bye"),
+    (_write_then_abort, b"bye"),
+    (_write_then_write_eof, b"half"),
+    (_write_then_shutdown_the_socket, b"raw"),
+])
+def test_data_written_in_data_received_precedes_a_close_or_eof(loop, sockpair, script,
+                                                              expected, protocol_class):
+    got, proto, lost, contexts = run_write_script(loop, sockpair, script, protocol_class)
+    assert got == expected
+    assert lost is None and not contexts
+    if script is _write_then_close:
+        assert proto.seen == {"closing": True}
+    if script is _write_then_write_eof:
+        assert proto.seen == {"closing": False}
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("protocol_class", [ScriptedProtocol, ScriptedBufferedProtocol])
+def test_data_written_before_data_received_raises_is_sent(loop, sockpair, protocol_class):
+    got, proto, lost, contexts = run_write_script(loop, sockpair, _write_then_raise,
+                                                  protocol_class)
+    assert got == b"before"
+    assert isinstance(lost, ZeroDivisionError)
+    assert [type(c["exception"]) for c in contexts] == [ZeroDivisionError]
+    assert proto.events == ["data", "returned", "lost"]
+
+
+@pytest.mark.timeout(30)
+def test_a_failing_write_in_data_received_is_seen_at_once(loop, sockpair):
+    # asyncio's write() meets the broken pipe itself: the transport is closing
+    # before data_received() returns, and nothing stays buffered.
+    got, proto, lost, contexts = run_write_script(loop, sockpair, _write_to_a_closed_peer,
+                                                  ScriptedProtocol)
+    assert proto.seen == {"closing": True, "size": 0}
+    assert isinstance(lost, BrokenPipeError)
+    assert not contexts                     # an OSError: not reported as a bug
+
+
+@pytest.mark.timeout(30)
+def test_writing_past_the_high_water_mark_in_data_received_pauses_at_once(loop, sockpair):
+    got, proto, lost, contexts = run_write_script(
+        loop, sockpair, _write_more_than_the_high_water_mark, ScriptedProtocol)
+    # pause_writing() comes during the writes, before data_received() returns...
+    assert proto.events[:3] == ["data", "pause_writing", "returned"]
+    assert proto.seen["buffered"] is True
+    assert proto.seen["paused_at"] < 63
+    # ...and nothing is lost.
+    assert got == b"".join(bytes([i]) * 65536 for i in range(64))
+    assert proto.events[-2:] == ["resume_writing", "lost"]
+    assert lost is None and not contexts
