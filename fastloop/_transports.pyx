@@ -268,8 +268,6 @@ cdef class TransportBase:
         return not self.closing and not self.paused
 
     def pause_reading(self):
-        if self.deferred:
-            self.settle_writes()
         if self.closing or self.paused:
             return
         self.paused = True
@@ -278,8 +276,6 @@ cdef class TransportBase:
             _logger.debug("%r pauses reading", self)
 
     def resume_reading(self):
-        if self.deferred:
-            self.settle_writes()
         if self.closing or not self.paused:
             return
         self.paused = False
@@ -482,8 +478,6 @@ cdef class TransportBase:
 
     @property
     def _closing(self):
-        if self.deferred:
-            self.settle_writes()
         return self.closing
 
     @property
@@ -505,18 +499,6 @@ cdef class TransportBase:
     @_low_water.setter
     def _low_water(self, Py_ssize_t value):
         self.low_water = value
-
-    def _make_empty_waiter(self):
-        # loop.sendfile() waits on this for the buffer to drain.
-        if self.deferred:
-            self.settle_writes()
-        if self.empty_waiter is not None:
-            raise RuntimeError("Empty waiter is already set")
-        self.empty_waiter = self.loop.create_future()
-        if not self.buffer:
-            self.empty_waiter.set_result(None)
-        return self.empty_waiter
-
 
 
 cdef class SocketTransport(TransportBase):
@@ -894,8 +876,6 @@ cdef class SocketTransport(TransportBase):
             self.empty_waiter.set_exception(ConnectionError("Connection is closed by peer"))
 
     def set_protocol(self, protocol):
-        if self.deferred:
-            self.settle_writes()
         if isinstance(protocol, _BufferedProtocol):
             self.buffered = True
             self.get_buffer = protocol.get_buffer

@@ -1623,6 +1623,7 @@ def test_system_exit_in_data_received_leaves_the_loop(loop, sockpair, exc_type):
         def data_received(self, data):
             if state["raise"]:
                 state["raise"] = False
+                self.transport.write(b"reply")
                 raise exc_type()
             state["got"].append(data)
 
@@ -1633,6 +1634,7 @@ def test_system_exit_in_data_received_leaves_the_loop(loop, sockpair, exc_type):
     b.sendall(b"first")
     with pytest.raises(exc_type):
         loop.run_until_complete(asyncio.sleep(5))
+    assert b.recv(100) == b"reply"      # written before the raise: sent, as in asyncio
     b.sendall(b"second")
 
     async def more():
@@ -2506,15 +2508,41 @@ def test_create_server_argument_errors(loop):
 # first whenever something could tell the difference. These scripts run inside
 # the callback; the peer must see exactly what asyncio's write-at-once gives.
 
+def _write_only(proto, tr):
+    tr.write(b"only")
+
+
 def _write_pieces(proto, tr):
-    scratch = bytearray(b"b")
+    scratch = bytearray(b"d")
     tr.write(b"a")
+    tr.writelines([b"b", b"c"])
     tr.write(scratch)
     scratch[:] = b"X"                       # reused right after write(): not sent
-    tr.write(memoryview(b"cd"))
-    tr.writelines([b"e", b"f"])
-    tr.write(b"g")
+    tr.write(memoryview(b"ef"))
+    tr.writelines([b"g"])
+    tr.write(b"h")
     proto.seen["size"] = tr.get_write_buffer_size()
+
+
+# With the tight_pair fixture, 60000 bytes are more than the socket takes
+# and less than the default high-water mark.
+TIGHT_WRITE = bytes(range(256)) * 234 + bytes(96)
+
+
+def _write_beyond_the_socket_buffer(proto, tr):
+    tr.write(TIGHT_WRITE)
+    proto.seen["buffered"] = tr.get_write_buffer_size() > 0
+
+
+def _write_beyond_the_socket_buffer_then_close(proto, tr):
+    tr.write(TIGHT_WRITE)
+    tr.close()
+
+
+def _write_beyond_the_socket_buffer_then_lower_the_mark(proto, tr):
+    tr.write(TIGHT_WRITE)
+    tr.set_write_buffer_limits(high=1000)
+    proto.seen["paused"] = "pause_writing" in proto.events
 
 
 def _write_then_close(proto, tr):
@@ -2544,11 +2572,12 @@ def _write_then_raise(proto, tr):
     raise ZeroDivisionError("after writing")
 
 
-def _write_to_a_closed_peer(proto, tr):
-    proto.peer.close()
-    tr.write(b"lost")
-    proto.seen["closing"] = tr.is_closing()
-    proto.seen["size"] = tr.get_write_buffer_size()
+def _write_to_a_closed_peer_then(observe):
+    def script(proto, tr):
+        proto.peer.close()
+        tr.write(b"lost")
+        proto.seen[observe] = getattr(tr, observe)()
+    return script
 
 
 def _write_more_than_the_high_water_mark(proto, tr):
@@ -2634,10 +2663,16 @@ def run_write_script(loop, sockpair, script, protocol_class):
 
 @pytest.mark.timeout(30)
 @pytest.mark.parametrize("protocol_class", [ScriptedProtocol, ScriptedBufferedProtocol])
-def test_writes_in_data_received_arrive_whole_and_in_order(loop, sockpair, protocol_class):
-    got, proto, lost, contexts = run_write_script(loop, sockpair, _write_pieces, protocol_class)
-    assert got == b"abcdefg"
-    assert proto.seen == {"size": 0}        # the kernel took it all, as in asyncio
+@pytest.mark.parametrize("script, expected, seen", [
+    (_write_only, b"only", {}),
+    # the kernel took it all, as in asyncio: nothing buffered
+    (_write_pieces, b"abcdefgh", {"size": 0}),
+])
+def test_writes_in_data_received_arrive_whole_and_in_order(loop, sockpair, protocol_class,
+                                                           script, expected, seen):
+    got, proto, lost, contexts = run_write_script(loop, sockpair, script, protocol_class)
+    assert got == expected
+    assert proto.seen == seen
     assert lost is None and not contexts
 
 
@@ -2671,13 +2706,43 @@ def test_data_written_before_data_received_raises_is_sent(loop, sockpair, protoc
     assert proto.events == ["data", "returned", "lost"]
 
 
+@pytest.fixture
+def tight_pair():
+    """A connected pair of non-blocking unix sockets with the smallest buffers."""
+    a, b = socket.socketpair()
+    for s in (a, b):
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1)
+        s.setblocking(False)
+    yield a, b
+    a.close()
+    b.close()
+
+
 @pytest.mark.timeout(30)
-def test_a_failing_write_in_data_received_is_seen_at_once(loop, sockpair):
+@pytest.mark.parametrize("script, seen", [
+    (_write_beyond_the_socket_buffer, {"buffered": True}),
+    (_write_beyond_the_socket_buffer_then_close, {}),
+    (_write_beyond_the_socket_buffer_then_lower_the_mark, {"paused": True}),
+])
+def test_writes_in_data_received_meet_back_pressure_as_in_asyncio(loop, tight_pair,
+                                                                  script, seen):
+    got, proto, lost, contexts = run_write_script(loop, tight_pair, script, ScriptedProtocol)
+    assert proto.seen == seen
+    assert got == TIGHT_WRITE               # nothing lost, also when closed at once
+    assert lost is None and not contexts
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("observe, value", [
+    ("is_closing", True), ("is_reading", False), ("get_write_buffer_size", 0),
+])
+def test_a_failing_write_in_data_received_is_seen_at_once(loop, sockpair, observe, value):
     # asyncio's write() meets the broken pipe itself: the transport is closing
     # before data_received() returns, and nothing stays buffered.
-    got, proto, lost, contexts = run_write_script(loop, sockpair, _write_to_a_closed_peer,
-                                                  ScriptedProtocol)
-    assert proto.seen == {"closing": True, "size": 0}
+    got, proto, lost, contexts = run_write_script(
+        loop, sockpair, _write_to_a_closed_peer_then(observe), ScriptedProtocol)
+    assert proto.seen == {observe: value}
     assert isinstance(lost, BrokenPipeError)
     assert not contexts                     # an OSError: not reported as a bug
 
