@@ -55,6 +55,28 @@ static inline int epoll_wait(int e, struct epoll_event *evs, int n, int t) {
 static inline int eventfd(unsigned int v, int flags) { (void)v; (void)flags; errno = ENOSYS; return -1; }
 #endif
 
+/* Accepting a connection as a non-blocking, close-on-exec socket in one
+ * system call (what socket.accept() + setblocking(False) take two for).
+ * accept4() is Linux's (and the BSDs'); elsewhere the stand-in fails with
+ * ENOSYS and the caller takes the socket module's path. */
+#include <netinet/in.h>
+#include <arpa/inet.h>
+#if defined(__linux__) && defined(SOCK_NONBLOCK)
+#define FL_HAVE_ACCEPT4 1
+static inline int fl_accept_nonblocking(int fd, struct sockaddr_storage *addr, socklen_t *len) {
+    *len = sizeof(*addr);
+    return accept4(fd, (struct sockaddr *)addr, len, SOCK_NONBLOCK | SOCK_CLOEXEC);
+}
+#else
+#define FL_HAVE_ACCEPT4 0
+#ifndef SOCK_NONBLOCK
+#define SOCK_NONBLOCK 0
+#endif
+static inline int fl_accept_nonblocking(int fd, struct sockaddr_storage *addr, socklen_t *len) {
+    (void)fd; (void)addr; (void)len; errno = ENOSYS; return -1;
+}
+#endif
+
 /* The clock of time.monotonic(), so loop.time() agrees with it to the
  * nanosecond: CLOCK_MONOTONIC on Linux, the uptime clock behind
  * mach_absolute_time() on macOS. */

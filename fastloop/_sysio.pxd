@@ -25,3 +25,33 @@ cdef inline object os_error(int err):
 
 cdef inline bint would_block(int err) noexcept:
     return err == EAGAIN or err == EWOULDBLOCK
+
+
+# Accepting (see _compat.h) and the addresses of internet sockets.
+cdef extern from "_compat.h" nogil:
+    int FL_HAVE_ACCEPT4
+    int SOCK_NONBLOCK
+    int AF_INET
+    int AF_INET6
+    ctypedef unsigned int socklen_t
+    struct sockaddr:
+        pass
+    struct sockaddr_storage:
+        unsigned short ss_family
+    struct in_addr:
+        pass
+    struct sockaddr_in:
+        unsigned short sin_port
+        in_addr sin_addr
+    struct in6_addr:
+        pass
+    struct sockaddr_in6:
+        unsigned short sin6_port
+        unsigned int sin6_flowinfo
+        in6_addr sin6_addr
+        unsigned int sin6_scope_id
+    int fl_accept_nonblocking(int fd, sockaddr_storage* addr, socklen_t* len)
+    int getsockname(int fd, sockaddr* addr, socklen_t* len)
+    const char* inet_ntop(int af, const void* src, char* dst, socklen_t size)
+    unsigned short ntohs(unsigned short)
+    unsigned int ntohl(unsigned int)

@@ -14,14 +14,18 @@ from cpython.bytes cimport PyBytes_FromStringAndSize, PyBytes_AS_STRING, PyBytes
 from cpython.buffer cimport PyObject_GetBuffer, PyBuffer_Release, PyBUF_SIMPLE, PyBUF_WRITABLE
 from cpython.contextvars cimport PyContext_CopyCurrent
 from cpython.weakref cimport PyWeakref_NewRef
-from libc.errno cimport errno, EINTR
+from libc.errno cimport errno, EINTR, ECONNABORTED
+from posix.unistd cimport close as close_fd
 
 from fastloop._handles cimport Handle, new_handle
 from fastloop._core cimport LoopCore
 from fastloop._poller cimport READABLE, WRITABLE
 from fastloop._recvbuf cimport READ_SIZE, read_some, received
 from fastloop._sysio cimport (ssize_t, iovec, recv, send, writev, FL_MSG_NOSIGNAL,
-                             os_error, would_block)
+                             os_error, would_block, FL_HAVE_ACCEPT4, SOCK_NONBLOCK,
+                             AF_INET, AF_INET6, socklen_t, sockaddr, sockaddr_storage,
+                             sockaddr_in, sockaddr_in6, fl_accept_nonblocking,
+                             getsockname, inet_ntop, ntohs, ntohl)
 
 import sys
 import socket as _socket
@@ -170,15 +174,18 @@ cdef class TransportBase:
 
     max_size = READ_SIZE
 
-    cdef setup(self, LoopCore loop, sock, protocol, extra):
+    cdef setup(self, LoopCore loop, sock, protocol, extra, bint has_sockname=False):
+        # has_sockname: the accepting code put the socket's own address in
+        # extra (asyncio asks the socket, and so does this otherwise).
         if extra is None:
             extra = {}
         self.extra = extra
         self.unwrapped_sock = sock
-        try:
-            extra["sockname"] = sock.getsockname()
-        except OSError:
-            extra["sockname"] = None
+        if not has_sockname:
+            try:
+                extra["sockname"] = sock.getsockname()
+            except OSError:
+                extra["sockname"] = None
         if "peername" not in extra:
             try:
                 extra["peername"] = sock.getpeername()
@@ -518,7 +525,10 @@ cdef class SocketTransport(TransportBase):
 
     def __init__(self, LoopCore loop not None, sock, protocol, waiter=None,
                  extra=None, server=None):
-        self.setup(loop, sock, protocol, extra)
+        self.start(loop, sock, protocol, waiter, extra, server, False)
+
+    cdef start(self, LoopCore loop, sock, protocol, waiter, extra, server, bint has_sockname):
+        self.setup(loop, sock, protocol, extra, has_sockname)
         self.server = server
         if server is not None:
             if _SERVER_ATTACH_TAKES_TRANSPORT:
@@ -994,6 +1004,8 @@ def accept_connections(loop, protocol_factory, sock, server, Py_ssize_t backlog,
     pending": asyncio's own accept code then runs, meets the same error and
     reports it (or backs off on EMFILE and friends) the way asyncio does."""
     cdef Py_ssize_t i
+    if FL_HAVE_ACCEPT4 and type(sock) is _Socket and _raw_family(sock) in _INET_FAMILIES:
+        return accept_inet(loop, protocol_factory, sock, server, backlog, make_transport)
     for i in range(backlog):
         try:
             conn, addr = accept_one(sock)
@@ -1005,6 +1017,80 @@ def accept_connections(loop, protocol_factory, sock, server, Py_ssize_t backlog,
         start_accepted(loop, protocol_factory, conn, {'peername': addr}, server,
                        make_transport)
     return False
+
+
+cdef object accept_inet(loop, protocol_factory, sock, server, Py_ssize_t backlog,
+                        make_transport):
+    """accept_connections() for a TCP listener (the common server): accept4()
+    makes the socket non-blocking in the same call, "nothing pending" costs
+    no exception (the socket module raises BlockingIOError, whose message
+    alone costs more than accepting), and the two addresses are built here."""
+    cdef Py_ssize_t i
+    cdef int listen_fd = sock.fileno(), fd, err
+    cdef sockaddr_storage peer
+    cdef socklen_t peer_len
+    family = _raw_family(sock)
+    # SOCK_NONBLOCK in the type: the socket object starts with timeout 0,
+    # as setblocking(False) would leave it, and does not keep the flag.
+    nonblocking_type = _raw_type(sock) | SOCK_NONBLOCK
+    proto = _raw_proto(sock)
+    for i in range(backlog):
+        while True:
+            fd = fl_accept_nonblocking(listen_fd, &peer, &peer_len)
+            if fd >= 0 or errno != EINTR:
+                break
+        if fd < 0:
+            err = errno
+            return not (would_block(err) or err == ECONNABORTED)
+        try:
+            conn = _Socket(family, nonblocking_type, proto, fd)
+        except BaseException:
+            close_fd(fd)
+            raise
+        extra = {"peername": inet_address(&peer), "sockname": own_inet_address(fd)}
+        start_accepted(loop, protocol_factory, conn, extra, server, make_transport)
+    return False
+
+
+cdef object own_inet_address(int fd):
+    """sock.getsockname() of an internet socket, or None as asyncio's
+    transports record a failure."""
+    cdef sockaddr_storage addr
+    cdef socklen_t size = sizeof(addr)
+    if getsockname(fd, <sockaddr*>&addr, &size) < 0:
+        return None
+    return inet_address(&addr)
+
+
+cdef object inet_address(sockaddr_storage* addr):
+    """The address the socket module gives for an AF_INET or AF_INET6
+    sockaddr: (host, port) or (host, port, flowinfo, scope_id). The IPv4
+    text is made here: glibc's inet_ntop() formats it with sprintf(), which
+    cost more than the rest of the address."""
+    cdef char text[64]
+    cdef int n = 0, i
+    cdef unsigned int octet
+    cdef unsigned char* octets
+    cdef sockaddr_in6* in6
+    if addr.ss_family == AF_INET:
+        octets = <unsigned char*>&(<sockaddr_in*>addr).sin_addr
+        for i in range(4):
+            octet = octets[i]
+            if octet >= 100:
+                text[n] = <char>(48 + octet // 100)
+                n += 1
+            if octet >= 10:
+                text[n] = <char>(48 + octet // 10 % 10)
+                n += 1
+            text[n] = <char>(48 + octet % 10)
+            n += 1
+            text[n] = 46                          # "."
+            n += 1
+        return (text[:n - 1].decode("ascii"), ntohs((<sockaddr_in*>addr).sin_port))
+    in6 = <sockaddr_in6*>addr
+    inet_ntop(AF_INET6, &in6.sin6_addr, text, sizeof(text))
+    return (text.decode("ascii"), ntohs(in6.sin6_port), ntohl(in6.sin6_flowinfo),
+            in6.sin6_scope_id)
 
 
 cdef start_accepted(loop, protocol_factory, conn, dict extra, server, make_transport):
@@ -1019,7 +1105,9 @@ cdef start_accepted(loop, protocol_factory, conn, dict extra, server, make_trans
         else:
             # What Loop._make_socket_transport does, without two Python calls.
             ensure_no_transport(loop, conn)
-            SocketTransport(loop, conn, protocol, None, extra, server)
+            transport = SocketTransport.__new__(SocketTransport)
+            (<SocketTransport>transport).start(loop, conn, protocol, None, extra, server,
+                                               "sockname" in extra)
     except BaseException as exc:
         if isinstance(exc, (KeyboardInterrupt, SystemExit)):
             raise

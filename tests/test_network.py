@@ -2759,3 +2759,96 @@ def test_writing_past_the_high_water_mark_in_data_received_pauses_at_once(loop, 
     assert got == b"".join(bytes([i]) * 65536 for i in range(64))
     assert proto.events[-2:] == ["resume_writing", "lost"]
     assert lost is None and not contexts
+
+
+# ------------------------------------------------------------------- accepting
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("server_host, client_host", [
+    ("127.0.0.1", "127.0.0.1"),
+    ("127.10.0.99", "127.200.55.1"),        # loopback too: 1-, 2- and 3-digit octets
+    ("::1", "::1"),
+])
+def test_accepted_connections_know_both_addresses(loop, server_host, client_host):
+    if ":" in server_host and not HAS_IPV6:
+        pytest.skip("no IPv6 loopback")
+
+    async def main():
+        accepted = loop.create_future()
+
+        class Proto(asyncio.Protocol):
+            def connection_made(self, transport):
+                accepted.set_result(transport)
+
+        srv = await loop.create_server(Proto, server_host, 0)
+        tr, _ = await loop.create_connection(asyncio.Protocol, server_host,
+                                             srv.sockets[0].getsockname()[1],
+                                             local_addr=(client_host, 0))
+        server_side = await accepted
+        info = {name: server_side.get_extra_info(name) for name in ("peername", "sockname")}
+        sock = server_side.get_extra_info("socket")
+        flags = {"timeout": sock.gettimeout(), "inheritable": os.get_inheritable(sock.fileno()),
+                 "family": sock.family, "type": sock.type}
+        expected = {"peername": tr.get_extra_info("sockname"),
+                    "sockname": tr.get_extra_info("peername")}
+        server_side.close()
+        tr.close()
+        await close_server(srv)
+        return info, expected, flags
+
+    info, expected, flags = run(loop, main())
+    assert info == expected
+    assert type(info["peername"][0]) is str and type(info["peername"][1]) is int
+    assert len(info["peername"]) == (4 if ":" in server_host else 2)
+    family = socket.AF_INET6 if ":" in server_host else socket.AF_INET
+    assert flags == {"timeout": 0.0, "inheritable": False, "family": family,
+                     "type": socket.SOCK_STREAM}
+
+
+@pytest.mark.timeout(30)
+def test_accept_out_of_file_descriptors_backs_off_and_recovers(loop):
+    """accept() failing with EMFILE: asyncio's handling (reported, then
+    accepting pauses for a second and resumes), and the pending connection
+    is served once descriptors are free again."""
+    resource = pytest.importorskip("resource")
+    contexts = []
+    loop.set_exception_handler(lambda lp, ctx: contexts.append(ctx))
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+
+    async def main():
+        srv = await loop.create_server(lambda: EchoProtocol(), "127.0.0.1", 0)
+        with socket.socket() as client:
+            client.setblocking(False)
+            # Everything the client needs is open; then no descriptor is left
+            # for the server to accept the connection with.
+            resource.setrlimit(resource.RLIMIT_NOFILE, (_lowest_free_fd(), hard))
+            try:
+                await loop.sock_connect(client, srv.sockets[0].getsockname())
+                while not contexts:
+                    await asyncio.sleep(0.01)
+            finally:
+                resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+            await loop.sock_sendall(client, b"ping")
+            reply = await loop.sock_recv(client, 100)
+        await close_server(srv)
+        return reply
+
+    reply = run(loop, main())
+    assert reply == b"ping"
+    assert contexts[0]["message"] == "socket.accept() out of system resource"
+    assert isinstance(contexts[0]["exception"], OSError)
+    assert contexts[0]["exception"].errno == errno.EMFILE
+
+
+class EchoProtocol(asyncio.Protocol):
+    def connection_made(self, transport):
+        self.transport = transport
+
+    def data_received(self, data):
+        self.transport.write(data)
+
+
+def _lowest_free_fd():
+    fd = os.dup(0)              # the kernel hands out the lowest free number
+    os.close(fd)
+    return fd
