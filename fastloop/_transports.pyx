@@ -160,7 +160,8 @@ cdef class TransportBase:
 
     # Writes made while the protocol's data_received()/buffer_updated() runs
     # are sent when it returns (see SocketTransport.settle_writes): `deferred`
-    # bytes of them wait in `buffer`, not counted in buffer_size yet.
+    # bytes of them wait, not counted in buffer_size yet. Methods that could
+    # tell the difference settle them first.
     cdef bint delivering
     cdef Py_ssize_t deferred
 
