@@ -60,6 +60,14 @@ def short_tmp(tmp_path):
     shutil.rmtree(d, ignore_errors=True)
 
 
+class EchoProtocol(asyncio.Protocol):
+    def connection_made(self, transport):
+        self.transport = transport
+
+    def data_received(self, data):
+        self.transport.write(data)
+
+
 class EchoServer:
     """asyncio.start_server echo handler that remembers its writers."""
 
@@ -1656,18 +1664,11 @@ def test_protocol_factory_raising_drops_only_that_connection(loop, is_fastloop):
     server and the loop keep serving the next ones."""
     calls = []
 
-    class Echo(asyncio.Protocol):
-        def connection_made(self, transport):
-            self.transport = transport
-
-        def data_received(self, data):
-            self.transport.write(data)
-
     def factory():
         calls.append(None)
         if len(calls) == 1:
             raise ZeroDivisionError("no protocol for you")
-        return Echo()
+        return EchoProtocol()
 
     errors = []
 
@@ -2589,19 +2590,15 @@ def _write_more_than_the_high_water_mark(proto, tr):
     proto.seen["buffered"] = tr.get_write_buffer_size() > 0
 
 
-class ScriptedProtocol(asyncio.Protocol):
+class ScriptedProtocol(RecordingProtocol):
     """Runs `script(self, transport)` in its first data_received()."""
 
     def __init__(self, loop, script, peer):
+        super().__init__(loop)
         self.script = script
         self.peer = peer
-        self.events = []
         self.seen = {}
         self.returned = loop.create_future()
-        self.lost = loop.create_future()
-
-    def connection_made(self, transport):
-        self.transport = transport
 
     def data_received(self, data):
         self.events.append("data")
@@ -2610,16 +2607,6 @@ class ScriptedProtocol(asyncio.Protocol):
         finally:
             self.events.append("returned")
             self.returned.set_result(None)
-
-    def pause_writing(self):
-        self.events.append("pause_writing")
-
-    def resume_writing(self):
-        self.events.append("resume_writing")
-
-    def connection_lost(self, exc):
-        self.events.append("lost")
-        self.lost.set_result(exc)
 
 
 class ScriptedBufferedProtocol(ScriptedProtocol, asyncio.BufferedProtocol):
@@ -2703,7 +2690,7 @@ def test_data_written_before_data_received_raises_is_sent(loop, sockpair, protoc
     assert got == b"before"
     assert isinstance(lost, ZeroDivisionError)
     assert [type(c["exception"]) for c in contexts] == [ZeroDivisionError]
-    assert proto.events == ["data", "returned", "lost"]
+    assert proto.events == ["made", "data", "returned", "lost"]
 
 
 @pytest.fixture
@@ -2752,7 +2739,7 @@ def test_writing_past_the_high_water_mark_in_data_received_pauses_at_once(loop, 
     got, proto, lost, contexts = run_write_script(
         loop, sockpair, _write_more_than_the_high_water_mark, ScriptedProtocol)
     # pause_writing() comes during the writes, before data_received() returns...
-    assert proto.events[:3] == ["data", "pause_writing", "returned"]
+    assert proto.events[:4] == ["made", "data", "pause_writing", "returned"]
     assert proto.seen["buffered"] is True
     assert proto.seen["paused_at"] < 63
     # ...and nothing is lost.
@@ -2838,14 +2825,6 @@ def test_accept_out_of_file_descriptors_backs_off_and_recovers(loop):
     assert contexts[0]["message"] == "socket.accept() out of system resource"
     assert isinstance(contexts[0]["exception"], OSError)
     assert contexts[0]["exception"].errno == errno.EMFILE
-
-
-class EchoProtocol(asyncio.Protocol):
-    def connection_made(self, transport):
-        self.transport = transport
-
-    def data_received(self, data):
-        self.transport.write(data)
 
 
 def _lowest_free_fd():
