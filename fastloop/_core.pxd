@@ -4,7 +4,7 @@
 # C method call, with no Python-level callback in between.
 
 from cpython.object cimport PyObject
-from fastloop._handles cimport LoopBase, Handle, TimerHandle
+from fastloop._handles cimport LoopBase, Handle, TimerHandle, WriteSettler
 from fastloop._poller cimport Poller
 
 
@@ -96,6 +96,7 @@ cdef class LoopCore(LoopBase):
     cdef int collect_io(self, int nevents) except -1
     cdef int poll_timeout_ms(self) noexcept
     cdef int run_handle(self, Handle handle) except -1
+    cdef int settle_writes(self) except -1
     cdef int run_ready(self, Py_ssize_t count) except -1
     cdef release_all(self)
     cdef int check_call(self, object callback, str method) except -1

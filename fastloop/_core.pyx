@@ -16,6 +16,7 @@ from cpython.object cimport PyObject, PyTypeObject
 from cpython.ref cimport Py_INCREF, Py_DECREF, Py_XDECREF, Py_CLEAR
 from cpython.weakref cimport PyWeakref_GetObject, PyWeakref_NewRef
 from cpython.tuple cimport PyTuple_GET_SIZE
+from cpython.list cimport PyList_GET_SIZE
 from libc.stdlib cimport malloc, realloc, free
 from libc.string cimport memset
 from libc.math cimport ceil
@@ -596,16 +597,30 @@ cdef class LoopCore(LoopBase):
     cdef int run_handle(self, Handle handle) except -1:
         cdef double t0, dt
         if not self._debug:
-            return handle.run()
+            handle.run()
+            if PyList_GET_SIZE(self.write_settlers):
+                self.settle_writes()
+            return 0
         self._current_handle = handle
         t0 = fl_monotonic()
         try:
             handle.run()
         finally:
             self._current_handle = None
+        if PyList_GET_SIZE(self.write_settlers):
+            self.settle_writes()
         dt = fl_monotonic() - t0
         if dt >= self.slow_callback_duration:
             _logger.warning('Executing %s took %.3f seconds', _format_handle(handle), dt)
+        return 0
+
+    cdef int settle_writes(self) except -1:
+        """Send what transports held back during the callback that just
+        returned (see WriteSettler): a response written in pieces by a task
+        step leaves in one system call."""
+        cdef list settlers = self.write_settlers
+        while PyList_GET_SIZE(settlers):
+            (<WriteSettler>settlers.pop(0)).settle_writes()
         return 0
 
     cdef int run_ready(self, Py_ssize_t count) except -1:
@@ -642,6 +657,7 @@ cdef class LoopCore(LoopBase):
         if self.stale_registration:
             self.drop_stale_registrations()
         nready = self.ready_len
+        self.batching_writes = True
         try:
             self.move_due_timers()
             ntimers_due = self.ready_len - nready
@@ -655,11 +671,15 @@ cdef class LoopCore(LoopBase):
                     self.run_handle(handle)
             self.run_ready(ntimers_due)
         finally:
+            self.batching_writes = False
             # Only after an exception left a callback: drop the I/O handles not
-            # run (level-triggered polling reports their fds again).
+            # run (level-triggered polling reports their fds again), and send
+            # what it wrote, as asyncio would have.
             for i in range(nio):
                 Py_XDECREF(self.io_pending[i])
                 self.io_pending[i] = NULL
+            if PyList_GET_SIZE(self.write_settlers):
+                self.settle_writes()
         return 0
 
     cdef release_all(self):

@@ -9,11 +9,22 @@ cdef class LoopBase:
     # The part of the loop's state that handles read or update directly, without
     # a Python-level call: the core's LoopCore subclasses it.
     cdef public bint _debug
+    # True while the loop runs callbacks in its thread: a transport written to
+    # then may hold the writes until the callback returns (WriteSettler).
+    cdef bint batching_writes
+    cdef list write_settlers           # WriteSettlers holding writes, oldest first
     cdef Py_ssize_t timers_cancelled   # scheduled TimerHandles that were cancelled
     # A copy of the current context that callbacks scheduled without a context
     # share while the variables they would see stay the same (see _handles.pyx).
     cdef object context_cache
     cdef object context_cache_vars     # the variables context_cache was made with
+
+
+cdef class WriteSettler:
+    # A transport that holds the writes made during a loop callback and sends
+    # them, batched, when settle_writes() is called: the loop calls it after
+    # the callback that made them returns.
+    cdef int settle_writes(self) except -1
 
 
 cdef class Handle:

@@ -88,7 +88,13 @@ cdef int check_callback(object callback, str method) except -1:
 
 
 cdef class LoopBase:
-    pass
+    def __cinit__(self, *args, **kwargs):
+        self.write_settlers = []
+
+
+cdef class WriteSettler:
+    cdef int settle_writes(self) except -1:
+        return 0
 
 
 # A burst of call_soon_threadsafe() queues thousands of handles at once; a

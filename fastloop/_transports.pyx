@@ -17,7 +17,7 @@ from cpython.weakref cimport PyWeakref_NewRef
 from libc.errno cimport errno, EINTR, ECONNABORTED
 from posix.unistd cimport close as close_fd
 
-from fastloop._handles cimport Handle, new_handle
+from fastloop._handles cimport Handle, WriteSettler, new_handle
 from fastloop._core cimport LoopCore
 from fastloop._poller cimport READABLE, WRITABLE
 from fastloop._recvbuf cimport READ_SIZE, read_some, received
@@ -137,7 +137,7 @@ cdef class IOHandle(Handle):
         return 0
 
 
-cdef class TransportBase:
+cdef class TransportBase(WriteSettler):
     """What asyncio's selector transports share: the socket, the protocol,
     reading on/off, the write buffer's flow control, closing. Subclasses
     implement on_readable()/on_writable() and the write methods."""
@@ -158,10 +158,11 @@ cdef class TransportBase:
     cdef Py_ssize_t low_water
     cdef public bint _protocol_paused  # pause_writing() was called
 
-    # Writes made while the protocol's data_received()/buffer_updated() runs
-    # are sent when it returns (see SocketTransport.settle_writes): `deferred`
-    # bytes of them wait, not counted in buffer_size yet. Methods that could
-    # tell the difference settle them first.
+    # Writes made during a loop callback are sent when it returns (see
+    # SocketTransport.settle_writes): `deferred` bytes of them wait, not
+    # counted in buffer_size yet. Methods that could tell the difference
+    # settle them first. `delivering`: the callback is this transport's own
+    # data_received()/buffer_updated(), which settles when it returns.
     cdef bint delivering
     cdef Py_ssize_t deferred
 
@@ -307,9 +308,6 @@ cdef class TransportBase:
 
     cdef int on_writable(self) except -1:
         raise NotImplementedError
-
-    cdef int settle_writes(self) except -1:
-        return 0
 
     def get_write_buffer_size(self):
         if self.deferred:
@@ -692,9 +690,11 @@ cdef class SocketTransport(TransportBase):
         elif self.buffer:
             # Queued behind unsent data: the fd's writer sends it.
             self.keep_unsent(data, buf, size, 0)
-        elif self.delivering and size <= self.high_water:
+        elif size <= self.high_water and (self.delivering or self.loop.batching_writes):
             self.pending = data if type(data) is bytes else PyBytes_FromStringAndSize(buf, size)
             self.deferred = size
+            if not self.delivering:
+                self.loop.write_settlers.append(self)
         else:
             self.send_now(data, buf, size)
 
@@ -727,15 +727,19 @@ cdef class SocketTransport(TransportBase):
         self.buffer_size += size - sent
         self.maybe_pause_protocol()
 
-    # Writes made during data_received() (or buffer_updated()) while nothing
-    # is queued are sent when the callback returns, by settle_writes(): a
-    # response written in pieces leaves in one writev(), and the system call
-    # runs from the transport's read step rather than from inside the
-    # protocol's Python code. The first piece waits in `pending`, any others
-    # in `buffer`; `deferred` is their size, which buffer_size does not count
-    # until they are settled. Anything that could see the difference from
-    # asyncio's write-at-once (the buffer size, closing, the socket itself,
-    # the callback raising) settles them first.
+    # Writes made while nothing is queued, during a loop callback (the
+    # protocol's data_received(), a task step, a call_soon() callback), are
+    # sent when that callback returns, by settle_writes(): a response written
+    # in pieces leaves in one writev(), and the system call runs from the
+    # loop rather than from inside the protocol's Python code. The transport's
+    # own data_received() settles when it returns; any other callback, when
+    # the loop regains control (LoopCore.settle_writes). The first piece
+    # waits in `pending`, any others in `buffer`; `deferred` is their size,
+    # which buffer_size does not count until they are settled. Anything that
+    # could see the difference from asyncio's write-at-once (the buffer size,
+    # closing, the socket itself, the callback raising) settles them first.
+    # Writes made while the loop is not running a callback (before it runs,
+    # from a signal handler during a poll) are sent at once.
 
     cdef defer_another(self, object data, char* buf, Py_ssize_t size):
         self.buffer.append(data if type(data) is bytes else PyBytes_FromStringAndSize(buf, size))

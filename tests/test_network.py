@@ -2502,12 +2502,14 @@ def test_create_server_argument_errors(loop):
         dgram.close()
 
 
-# ------------------------------------------------ writes made inside data_received
+# ----------------------------------------------- writes made during a callback
 #
-# fastloop sends what a protocol writes during data_received()/buffer_updated()
-# when the callback returns (see SocketTransport.settle_writes), and sends it
+# fastloop sends what is written during a loop callback (the protocol's
+# data_received()/buffer_updated(), a task step, a call_soon() callback) when
+# that callback returns (see SocketTransport.settle_writes), and sends it
 # first whenever something could tell the difference. These scripts run inside
-# the callback; the peer must see exactly what asyncio's write-at-once gives.
+# such a callback; the peer must see exactly what asyncio's write-at-once
+# gives.
 
 def _write_only(proto, tr):
     tr.write(b"only")
@@ -2591,17 +2593,23 @@ def _write_more_than_the_high_water_mark(proto, tr):
 
 
 class ScriptedProtocol(RecordingProtocol):
-    """Runs `script(self, transport)` in its first data_received()."""
+    """Runs `script(self, transport)` in its first data_received(), or, with
+    in_data_received false, when run_script() is called."""
 
-    def __init__(self, loop, script, peer):
+    def __init__(self, loop, script, peer, in_data_received=True):
         super().__init__(loop)
         self.script = script
         self.peer = peer
+        self.in_data_received = in_data_received
         self.seen = {}
         self.returned = loop.create_future()
 
     def data_received(self, data):
         self.events.append("data")
+        if self.in_data_received:
+            self.run_script()
+
+    def run_script(self):
         try:
             self.script(self, self.transport)
         finally:
@@ -2618,18 +2626,33 @@ class ScriptedBufferedProtocol(ScriptedProtocol, asyncio.BufferedProtocol):
         self.data_received(bytes(self.buf[:nbytes]))
 
 
-def run_write_script(loop, sockpair, script, protocol_class):
-    """Connect a scripted protocol on one end of sockpair, trigger its script
-    from the other and read everything the transport sends until EOF.
-    Returns (received, protocol, connection_lost's exc, exception contexts)."""
+# Where a script runs: the callback it is called from.
+IN_CALLBACKS = ["data_received", "buffer_updated", "task", "call_soon"]
+IN_DATA_RECEIVED = ["data_received", "buffer_updated"]
+
+
+def run_write_script(loop, sockpair, script, where="data_received"):
+    """Connect a scripted protocol on one end of sockpair, run its script in
+    the callback `where` names (see IN_CALLBACKS) and read everything the
+    transport sends until EOF. Returns (received, protocol, connection_lost's
+    exc, exception contexts)."""
     peer, sock = sockpair
     contexts = []
     loop.set_exception_handler(lambda lp, ctx: contexts.append(ctx))
+    protocol_class = ScriptedBufferedProtocol if where == "buffer_updated" else ScriptedProtocol
+
+    async def in_a_task(proto):
+        proto.run_script()
 
     async def main():
         tr, proto = await loop.connect_accepted_socket(
-            lambda: protocol_class(loop, script, peer), sock=sock)
-        await loop.sock_sendall(peer, b"go")
+            lambda: protocol_class(loop, script, peer, where in IN_DATA_RECEIVED), sock=sock)
+        if where == "task":
+            task = loop.create_task(in_a_task(proto))
+        elif where == "call_soon":
+            loop.call_soon(proto.run_script)
+        else:
+            await loop.sock_sendall(peer, b"go")
         await proto.returned
         got = bytearray()
         if peer.fileno() >= 0:
@@ -2642,38 +2665,41 @@ def run_write_script(loop, sockpair, script, protocol_class):
                     tr.close()              # the script left it open: EOF follows the data
         if not tr.is_closing():
             tr.close()
-        return bytes(got), proto, await proto.lost
+        lost = await proto.lost
+        if where == "task" and task.done() and task.exception():
+            contexts.append({"exception": task.exception()})
+        return bytes(got), proto, lost
 
     got, proto, lost = run(loop, main())
     return got, proto, lost, contexts
 
 
 @pytest.mark.timeout(30)
-@pytest.mark.parametrize("protocol_class", [ScriptedProtocol, ScriptedBufferedProtocol])
+@pytest.mark.parametrize("where", IN_CALLBACKS)
 @pytest.mark.parametrize("script, expected, seen", [
     (_write_only, b"only", {}),
     # the kernel took it all, as in asyncio: nothing buffered
     (_write_pieces, b"abcdefgh", {"size": 0}),
 ])
-def test_writes_in_data_received_arrive_whole_and_in_order(loop, sockpair, protocol_class,
-                                                           script, expected, seen):
-    got, proto, lost, contexts = run_write_script(loop, sockpair, script, protocol_class)
+def test_writes_in_a_callback_arrive_whole_and_in_order(loop, sockpair, where,
+                                                        script, expected, seen):
+    got, proto, lost, contexts = run_write_script(loop, sockpair, script, where)
     assert got == expected
     assert proto.seen == seen
     assert lost is None and not contexts
 
 
 @pytest.mark.timeout(30)
-@pytest.mark.parametrize("protocol_class", [ScriptedProtocol, ScriptedBufferedProtocol])
+@pytest.mark.parametrize("where", IN_CALLBACKS)
 @pytest.mark.parametrize("script, expected", [
     (_write_then_close, b"bye"),
     (_write_then_abort, b"bye"),
     (_write_then_write_eof, b"half"),
     (_write_then_shutdown_the_socket, b"raw"),
 ])
-def test_data_written_in_data_received_precedes_a_close_or_eof(loop, sockpair, script,
-                                                              expected, protocol_class):
-    got, proto, lost, contexts = run_write_script(loop, sockpair, script, protocol_class)
+def test_data_written_in_a_callback_precedes_a_close_or_eof(loop, sockpair, script,
+                                                           expected, where):
+    got, proto, lost, contexts = run_write_script(loop, sockpair, script, where)
     assert got == expected
     assert lost is None and not contexts
     if script is _write_then_close:
@@ -2683,14 +2709,17 @@ def test_data_written_in_data_received_precedes_a_close_or_eof(loop, sockpair, s
 
 
 @pytest.mark.timeout(30)
-@pytest.mark.parametrize("protocol_class", [ScriptedProtocol, ScriptedBufferedProtocol])
-def test_data_written_before_data_received_raises_is_sent(loop, sockpair, protocol_class):
-    got, proto, lost, contexts = run_write_script(loop, sockpair, _write_then_raise,
-                                                  protocol_class)
+@pytest.mark.parametrize("where", IN_CALLBACKS)
+def test_data_written_before_a_callback_raises_is_sent(loop, sockpair, where):
+    got, proto, lost, contexts = run_write_script(loop, sockpair, _write_then_raise, where)
     assert got == b"before"
-    assert isinstance(lost, ZeroDivisionError)
     assert [type(c["exception"]) for c in contexts] == [ZeroDivisionError]
-    assert proto.events == ["made", "data", "returned", "lost"]
+    if where in IN_DATA_RECEIVED:
+        # The protocol failed: asyncio closes the transport with the error.
+        assert isinstance(lost, ZeroDivisionError)
+        assert proto.events == ["made", "data", "returned", "lost"]
+    else:
+        assert lost is None
 
 
 @pytest.fixture
@@ -2707,39 +2736,45 @@ def tight_pair():
 
 
 @pytest.mark.timeout(30)
+@pytest.mark.parametrize("where", IN_CALLBACKS)
 @pytest.mark.parametrize("script, seen", [
     (_write_beyond_the_socket_buffer, {"buffered": True}),
     (_write_beyond_the_socket_buffer_then_close, {}),
     (_write_beyond_the_socket_buffer_then_lower_the_mark, {"paused": True}),
 ])
-def test_writes_in_data_received_meet_back_pressure_as_in_asyncio(loop, tight_pair,
-                                                                  script, seen):
-    got, proto, lost, contexts = run_write_script(loop, tight_pair, script, ScriptedProtocol)
+def test_writes_in_a_callback_meet_back_pressure_as_in_asyncio(loop, tight_pair,
+                                                               script, seen, where):
+    got, proto, lost, contexts = run_write_script(loop, tight_pair, script, where)
     assert proto.seen == seen
     assert got == TIGHT_WRITE               # nothing lost, also when closed at once
     assert lost is None and not contexts
 
 
 @pytest.mark.timeout(30)
+@pytest.mark.parametrize("where", IN_CALLBACKS)
 @pytest.mark.parametrize("observe, value", [
     ("is_closing", True), ("is_reading", False), ("get_write_buffer_size", 0),
 ])
-def test_a_failing_write_in_data_received_is_seen_at_once(loop, sockpair, observe, value):
+def test_a_failing_write_in_a_callback_is_seen_at_once(loop, sockpair, observe, value,
+                                                       where):
     # asyncio's write() meets the broken pipe itself: the transport is closing
-    # before data_received() returns, and nothing stays buffered.
+    # before the callback returns, and nothing stays buffered.
     got, proto, lost, contexts = run_write_script(
-        loop, sockpair, _write_to_a_closed_peer_then(observe), ScriptedProtocol)
+        loop, sockpair, _write_to_a_closed_peer_then(observe), where)
     assert proto.seen == {observe: value}
     assert isinstance(lost, BrokenPipeError)
     assert not contexts                     # an OSError: not reported as a bug
 
 
 @pytest.mark.timeout(30)
-def test_writing_past_the_high_water_mark_in_data_received_pauses_at_once(loop, sockpair):
+@pytest.mark.parametrize("where", IN_CALLBACKS)
+def test_writing_past_the_high_water_mark_in_a_callback_pauses_at_once(loop, sockpair,
+                                                                       where):
     got, proto, lost, contexts = run_write_script(
-        loop, sockpair, _write_more_than_the_high_water_mark, ScriptedProtocol)
-    # pause_writing() comes during the writes, before data_received() returns...
-    assert proto.events[:4] == ["made", "data", "pause_writing", "returned"]
+        loop, sockpair, _write_more_than_the_high_water_mark, where)
+    # pause_writing() comes during the writes, before the callback returns...
+    started = ["made", "data"] if where in IN_DATA_RECEIVED else ["made"]
+    assert proto.events[:len(started) + 2] == started + ["pause_writing", "returned"]
     assert proto.seen["buffered"] is True
     assert proto.seen["paused_at"] < 63
     # ...and nothing is lost.
@@ -2831,3 +2866,51 @@ def _lowest_free_fd():
     fd = os.dup(0)              # the kernel hands out the lowest free number
     os.close(fd)
     return fd
+
+
+@pytest.mark.timeout(30)
+def test_writes_outside_a_callback_are_sent_at_once(loop, sockpair):
+    peer, sock = sockpair
+
+    async def connect():
+        return await loop.connect_accepted_socket(asyncio.Protocol, sock=sock)
+
+    tr, _ = run(loop, connect())
+    tr.write(b"while the loop is not running")
+    assert peer.recv(100) == b"while the loop is not running"
+    tr.close()
+    run(loop, spin(3))
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("exc_type", [KeyboardInterrupt, SystemExit])
+def test_writes_of_a_task_that_stops_the_loop_are_sent(loop, sockpair, exc_type):
+    """A task writes to two transports, then raises an exception that leaves
+    the loop: what it wrote is out when run_until_complete() raises."""
+    a_peer, a_sock = sockpair
+    b_peer, b_sock = socket.socketpair()
+    b_peer.setblocking(False)
+    b_sock.setblocking(False)
+
+    async def connect():
+        ta, _ = await loop.connect_accepted_socket(asyncio.Protocol, sock=a_sock)
+        tb, _ = await loop.connect_accepted_socket(asyncio.Protocol, sock=b_sock)
+        return ta, tb
+
+    async def write_then_raise(ta, tb):
+        ta.write(b"to a")
+        tb.write(b"to b")
+        raise exc_type()
+
+    try:
+        ta, tb = run(loop, connect())
+        with pytest.raises(exc_type):
+            loop.run_until_complete(write_then_raise(ta, tb))
+        assert a_peer.recv(100) == b"to a"
+        assert b_peer.recv(100) == b"to b"
+        ta.close()
+        tb.close()
+        run(loop, spin(3))
+    finally:
+        b_peer.close()
+        b_sock.close()
