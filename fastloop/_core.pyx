@@ -16,7 +16,6 @@ from cpython.object cimport PyObject, PyTypeObject
 from cpython.ref cimport Py_INCREF, Py_DECREF, Py_XDECREF, Py_CLEAR
 from cpython.weakref cimport PyWeakref_GetObject, PyWeakref_NewRef
 from cpython.tuple cimport PyTuple_GET_SIZE
-from cpython.list cimport PyList_GET_SIZE
 from libc.stdlib cimport malloc, realloc, free
 from libc.string cimport memset
 from libc.math cimport ceil
@@ -598,7 +597,7 @@ cdef class LoopCore(LoopBase):
         cdef double t0, dt
         if not self._debug:
             handle.run()
-            if PyList_GET_SIZE(self.write_settlers):
+            if self.settlers_head is not None:
                 self.settle_writes()
             return 0
         self._current_handle = handle
@@ -607,7 +606,7 @@ cdef class LoopCore(LoopBase):
             handle.run()
         finally:
             self._current_handle = None
-        if PyList_GET_SIZE(self.write_settlers):
+        if self.settlers_head is not None:
             self.settle_writes()
         dt = fl_monotonic() - t0
         if dt >= self.slow_callback_duration:
@@ -618,9 +617,15 @@ cdef class LoopCore(LoopBase):
         """Send what transports held back during the callback that just
         returned (see WriteSettler): a response written in pieces by a task
         step leaves in one system call."""
-        cdef list settlers = self.write_settlers
-        while PyList_GET_SIZE(settlers):
-            (<WriteSettler>settlers.pop(0)).settle_writes()
+        cdef WriteSettler settler
+        while self.settlers_head is not None:
+            settler = self.settlers_head
+            self.settlers_head = settler.next_settler
+            if self.settlers_head is None:
+                self.settlers_tail = None
+            settler.next_settler = None
+            settler.queued = False
+            settler.settle_writes()
         return 0
 
     cdef int run_ready(self, Py_ssize_t count) except -1:
@@ -678,7 +683,7 @@ cdef class LoopCore(LoopBase):
             for i in range(nio):
                 Py_XDECREF(self.io_pending[i])
                 self.io_pending[i] = NULL
-            if PyList_GET_SIZE(self.write_settlers):
+            if self.settlers_head is not None:
                 self.settle_writes()
         return 0
 
@@ -691,6 +696,7 @@ cdef class LoopCore(LoopBase):
         cdef FdEntry* fds = self.fds
         cdef int nfds = self.fds_capacity
         cdef Py_ssize_t i
+        cdef WriteSettler settler
         # Detach everything before releasing: a finalizer may call back in.
         self.ready = <PyObject**>malloc(cap * sizeof(PyObject*))
         self.ready_head = self.ready_len = 0
@@ -701,6 +707,14 @@ cdef class LoopCore(LoopBase):
         self.fds_capacity = 0
         self.user_fds = 0
         self.fileobjs = {}
+        # Transports left holding writes (an exception stopped a settle)
+        # keep them: their close() sends them.
+        while self.settlers_head is not None:
+            settler = self.settlers_head
+            self.settlers_head = settler.next_settler
+            settler.next_settler = None
+            settler.queued = False
+        self.settlers_tail = None
         for i in range(n):
             release_handle(ready[(head + i) & (cap - 1)])
         free(ready)

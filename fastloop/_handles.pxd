@@ -5,6 +5,16 @@ from cpython.object cimport PyObject
 cdef extern from "Python.h":
     ctypedef int (*visitproc)(PyObject*, void*) noexcept
 
+cdef class WriteSettler:
+    # A transport that holds the writes made during a loop callback and sends
+    # them, batched, when settle_writes() is called: it queues itself on its
+    # loop (LoopBase.settlers_head/tail, linked through next_settler; queued
+    # while on it), and the loop calls settle_writes() after the callback.
+    cdef WriteSettler next_settler
+    cdef bint queued
+    cdef int settle_writes(self) except -1
+
+
 cdef class LoopBase:
     # The part of the loop's state that handles read or update directly, without
     # a Python-level call: the core's LoopCore subclasses it.
@@ -12,19 +22,13 @@ cdef class LoopBase:
     # True while the loop runs callbacks in its thread: a transport written to
     # then may hold the writes until the callback returns (WriteSettler).
     cdef bint batching_writes
-    cdef list write_settlers           # WriteSettlers holding writes, oldest first
+    cdef WriteSettler settlers_head    # the queued WriteSettlers, oldest first
+    cdef WriteSettler settlers_tail
     cdef Py_ssize_t timers_cancelled   # scheduled TimerHandles that were cancelled
     # A copy of the current context that callbacks scheduled without a context
     # share while the variables they would see stay the same (see _handles.pyx).
     cdef object context_cache
     cdef object context_cache_vars     # the variables context_cache was made with
-
-
-cdef class WriteSettler:
-    # A transport that holds the writes made during a loop callback and sends
-    # them, batched, when settle_writes() is called: the loop calls it after
-    # the callback that made them returns.
-    cdef int settle_writes(self) except -1
 
 
 cdef class Handle:

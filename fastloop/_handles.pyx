@@ -88,8 +88,7 @@ cdef int check_callback(object callback, str method) except -1:
 
 
 cdef class LoopBase:
-    def __cinit__(self, *args, **kwargs):
-        self.write_settlers = []
+    pass
 
 
 cdef class WriteSettler:

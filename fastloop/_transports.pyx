@@ -693,8 +693,8 @@ cdef class SocketTransport(TransportBase):
         elif size <= self.high_water and (self.delivering or self.loop.batching_writes):
             self.pending = data if type(data) is bytes else PyBytes_FromStringAndSize(buf, size)
             self.deferred = size
-            if not self.delivering:
-                self.loop.write_settlers.append(self)
+            if not self.delivering and not self.queued:
+                self.queue_on_loop()
         else:
             self.send_now(data, buf, size)
 
@@ -740,6 +740,16 @@ cdef class SocketTransport(TransportBase):
     # closing, the socket itself, the callback raising) settles them first.
     # Writes made while the loop is not running a callback (before it runs,
     # from a signal handler during a poll) are sent at once.
+
+    cdef queue_on_loop(self):
+        # Settled by the loop once the callback returns (see WriteSettler).
+        cdef LoopCore loop = self.loop
+        if loop.settlers_tail is None:
+            loop.settlers_head = self
+        else:
+            loop.settlers_tail.next_settler = self
+        loop.settlers_tail = self
+        self.queued = True
 
     cdef defer_another(self, object data, char* buf, Py_ssize_t size):
         self.buffer.append(data if type(data) is bytes else PyBytes_FromStringAndSize(buf, size))

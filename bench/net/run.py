@@ -55,12 +55,15 @@ CELLS["http"] = ("http", None, "tcp", False, False)
 CELLS["http-2w"] = ("http", None, "tcp", True, False)
 CELLS["http-unix"] = ("http", None, "unix", False, False)
 CELLS["http-2w-unix"] = ("http", None, "unix", True, False)
+# http-task: the response written from a task per request, header then body,
+# as ASGI servers (uvicorn) do.
+CELLS["http-task"] = ("http-task", None, "tcp", False, False)
 CELLS["connect-1k"] = ("protocol", KiB, "tcp", False, True)
 CELLS["connect-1k-unix"] = ("protocol", KiB, "unix", False, True)
 
 DEFAULT_CELLS = ["protocol-1k", "protocol-10k", "protocol-100k",
                  "streams-1k", "streams-100k", "sock-1k", "sock-100k",
-                 "http", "http-2w", "protocol-1k-unix", "connect-1k"]
+                 "http", "http-2w", "http-task", "protocol-1k-unix", "connect-1k"]
 
 
 def log(*a):
@@ -228,7 +231,7 @@ def user_share(sampler):
 
 def c_key(cell):
     style, size, addr, _, reconnect = cell
-    return (("connect-" if reconnect else "") + ("http" if style == "http" else f"echo-{size // KiB}k")
+    return (("connect-" if reconnect else "") + ("http" if size is None else f"echo-{size // KiB}k")
             + ("-unix" if addr == "unix" else ""))
 
 
@@ -389,6 +392,7 @@ def main():
         for name, (style, size, addr, tw, rc) in CELLS.items():
             mark = "*" if name in DEFAULT_CELLS else " "
             what = "GET, 13-byte body" + (", header+body as 2 writes" if tw else "") \
+                + (", header+body as 2 writes from a task" if style == "http-task" else "") \
                 if size is None else f"{size // KiB} KiB echo"
             what += ", new connection per request" if rc else ""
             print(f"{mark} {name:18} {style:9} {addr:5} {what}")
@@ -448,7 +452,7 @@ def main():
                 k = c_key(spec)
                 if epoll_bin and k not in done_c:
                     done_c.add(k)
-                    runs.append(("C epoll", [epoll_bin] + (["-H"] if style == "http" else [])))
+                    runs.append(("C epoll", [epoll_bin] + (["-H"] if size is None else [])))
                 for loop in order:
                     cmd = [sys.executable, os.path.join(HERE, "servers.py"),
                            "--loop", "fastloop" if loop == VARIANT else loop,

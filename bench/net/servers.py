@@ -82,6 +82,24 @@ class HttpProtocol(asyncio.Protocol):
             self.transport.close()
 
 
+class HttpTaskProtocol(HttpProtocol):
+    """As ASGI servers (uvicorn) answer: the response is written from a task
+    per request, status line and headers first, then the body."""
+
+    def connection_made(self, transport):
+        super().connection_made(transport)
+        self.loop = asyncio.get_running_loop()
+
+    def on_message_complete(self):
+        self.loop.create_task(self.respond(self.parser.should_keep_alive()))
+
+    async def respond(self, keep_alive):
+        self.transport.write(HTTP_HEADER)
+        self.transport.write(HTTP_BODY)
+        if not keep_alive:
+            self.transport.close()
+
+
 async def stream_echo(reader, writer):
     try:
         while True:
@@ -136,10 +154,12 @@ async def serve(args):
         ready = f"ready tcp {host} {port}"
     else:
         ready = f"ready unix {args.path}"
-    if args.style in ("protocol", "http"):
+    if args.style in ("protocol", "http", "http-task"):
         if args.style == "http":
             HttpProtocol.two_writes = args.two_writes
             factory = HttpProtocol
+        elif args.style == "http-task":
+            factory = HttpTaskProtocol
         else:
             factory = EchoProtocol
         server = await loop.create_server(factory, sock=sock, backlog=1024)
@@ -171,7 +191,7 @@ async def serve(args):
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--loop", required=True, choices=["fastloop", "asyncio", "uvloop", "rloop"])
-    p.add_argument("--style", required=True, choices=["protocol", "streams", "sock", "http"])
+    p.add_argument("--style", required=True, choices=["protocol", "streams", "sock", "http", "http-task"])
     p.add_argument("--addr", default="tcp", choices=["tcp", "unix"])
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=0, help="0: any free port (printed)")
