@@ -97,6 +97,7 @@ cdef class LoopCore(LoopBase):
     cdef int poll_timeout_ms(self) noexcept
     cdef int run_handle(self, Handle handle) except -1
     cdef int settle_writes(self) except -1
+    cdef WriteSettler pop_settler(self)
     cdef int run_ready(self, Py_ssize_t count) except -1
     cdef release_all(self)
     cdef int check_call(self, object callback, str method) except -1

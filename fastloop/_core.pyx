@@ -617,16 +617,19 @@ cdef class LoopCore(LoopBase):
         """Send what transports held back during the callback that just
         returned (see WriteSettler): a response written in pieces by a task
         step leaves in one system call."""
-        cdef WriteSettler settler
         while self.settlers_head is not None:
-            settler = self.settlers_head
-            self.settlers_head = settler.next_settler
-            if self.settlers_head is None:
-                self.settlers_tail = None
-            settler.next_settler = None
-            settler.queued = False
-            settler.settle_writes()
+            self.pop_settler().settle_writes()
         return 0
+
+    cdef WriteSettler pop_settler(self):
+        """Take the oldest transport off the queue of those holding writes."""
+        cdef WriteSettler settler = self.settlers_head
+        self.settlers_head = settler.next_settler
+        if self.settlers_head is None:
+            self.settlers_tail = None
+        settler.next_settler = None
+        settler.queued = False
+        return settler
 
     cdef int run_ready(self, Py_ssize_t count) except -1:
         cdef PyObject* obj
@@ -696,7 +699,6 @@ cdef class LoopCore(LoopBase):
         cdef FdEntry* fds = self.fds
         cdef int nfds = self.fds_capacity
         cdef Py_ssize_t i
-        cdef WriteSettler settler
         # Detach everything before releasing: a finalizer may call back in.
         self.ready = <PyObject**>malloc(cap * sizeof(PyObject*))
         self.ready_head = self.ready_len = 0
@@ -710,11 +712,7 @@ cdef class LoopCore(LoopBase):
         # Transports left holding writes (an exception stopped a settle)
         # keep them: their close() sends them.
         while self.settlers_head is not None:
-            settler = self.settlers_head
-            self.settlers_head = settler.next_settler
-            settler.next_settler = None
-            settler.queued = False
-        self.settlers_tail = None
+            self.pop_settler()
         for i in range(n):
             release_handle(ready[(head + i) & (cap - 1)])
         free(ready)
