@@ -77,6 +77,15 @@ static inline int fl_accept_nonblocking(int fd, struct sockaddr_storage *addr, s
 }
 #endif
 
+/* TCP_NODELAY on, as asyncio sets it on its TCP transports' sockets; for
+ * accepted connections whose listener is known to be TCP, without the socket
+ * module's setsockopt() call. */
+#include <netinet/tcp.h>
+static inline int fl_set_tcp_nodelay(int fd) {
+    int on = 1;
+    return setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &on, sizeof(on));
+}
+
 /* The clock of time.monotonic(), so loop.time() agrees with it to the
  * nanosecond: CLOCK_MONOTONIC on Linux, the uptime clock behind
  * mach_absolute_time() on macOS. */

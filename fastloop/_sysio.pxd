@@ -52,6 +52,7 @@ cdef extern from "_compat.h" nogil:
         unsigned int sin6_scope_id
     int fl_accept_nonblocking(int fd, sockaddr_storage* addr, socklen_t* len)
     int getsockname(int fd, sockaddr* addr, socklen_t* len)
+    int fl_set_tcp_nodelay(int fd)
     const char* inet_ntop(int af, const void* src, char* dst, socklen_t size)
     unsigned short ntohs(unsigned short)
     unsigned int ntohl(unsigned int)

@@ -7,6 +7,7 @@ whose run() calls the transport directly, reads go through recv()/recv_into
 a protocol's buffer, and writes try send()/writev() at once, buffering only
 what the kernel would not take.
 """
+cimport cython
 from cpython.object cimport PyObject
 from cpython.ref cimport Py_INCREF
 from cpython.list cimport PyList_GET_SIZE, PyList_GET_ITEM
@@ -25,7 +26,7 @@ from fastloop._sysio cimport (ssize_t, iovec, recv, send, writev, FL_MSG_NOSIGNA
                              os_error, would_block, FL_HAVE_ACCEPT4, SOCK_NONBLOCK,
                              AF_INET, AF_INET6, socklen_t, sockaddr, sockaddr_storage,
                              sockaddr_in, sockaddr_in6, fl_accept_nonblocking,
-                             getsockname, inet_ntop, ntohs, ntohl)
+                             getsockname, inet_ntop, ntohs, ntohl, fl_set_tcp_nodelay)
 
 import sys
 import socket as _socket
@@ -36,6 +37,7 @@ from asyncio import base_events as _base_events
 from asyncio import constants as _constants
 from asyncio import futures as _futures
 from asyncio import protocols as _protocols
+from asyncio import selector_events as _selector_events
 from asyncio import transports as _transports
 from asyncio import trsock as _trsock
 from asyncio.log import logger as _logger
@@ -74,6 +76,7 @@ cdef object _TCP_NODELAY = getattr(_socket_base, "TCP_NODELAY", None)
 cdef tuple _INET_FAMILIES = (int(_socket.AF_INET), int(_socket.AF_INET6))
 cdef object _SOCK_STREAM = int(_socket.SOCK_STREAM)
 cdef object _IPPROTO_TCP = int(_socket.IPPROTO_TCP)
+cdef object _asyncio_accept_connection = _selector_events.BaseSelectorEventLoop._accept_connection
 cdef object _set_result_unless_cancelled = _futures._set_result_unless_cancelled
 cdef object _TransportSocket = _trsock.TransportSocket
 cdef object _MISSING = object()         # get_extra_info(): no such key
@@ -96,6 +99,12 @@ cdef extern from "Python.h":
 cdef enum:
     ON_READABLE = 1
     ON_WRITABLE = 2
+
+# What the accepting code already knows about a new connection's socket
+# (SocketTransport.start's `known`).
+cdef enum:
+    SOCKNAME_KNOWN = 1      # extra holds its "sockname"
+    TCP_KNOWN = 2           # TCP by asyncio's rule: TCP_NODELAY goes on from C
 
 
 # An IOHandle's step: the transport's on_readable() or on_writable(), called
@@ -439,7 +448,8 @@ cdef class TransportBase(WriteSettler):
 
     # ------------------------------------------------------------ protocol
 
-    def set_protocol(self, protocol):
+    # cpdef: a C call from setup() (a Python subclass's override still runs).
+    cpdef set_protocol(self, protocol):
         self.protocol = protocol
         self.protocol_connected = True
 
@@ -524,17 +534,20 @@ cdef class SocketTransport(TransportBase):
 
     def __init__(self, LoopCore loop not None, sock, protocol, waiter=None,
                  extra=None, server=None):
-        self.start(loop, sock, protocol, waiter, extra, server, False)
+        self.start(loop, sock, protocol, waiter, extra, server, 0)
 
-    cdef start(self, LoopCore loop, sock, protocol, waiter, extra, server, bint has_sockname):
-        self.setup(loop, sock, protocol, extra, has_sockname)
+    cdef start(self, LoopCore loop, sock, protocol, waiter, extra, server, int known):
+        self.setup(loop, sock, protocol, extra, known & SOCKNAME_KNOWN)
         self.server = server
         if server is not None:
             if _SERVER_ATTACH_TAKES_TRANSPORT:
                 server._attach(self)
             else:
                 server._attach()
-        set_nodelay(sock)
+        if not known & TCP_KNOWN:
+            set_nodelay(sock)
+        elif fl_set_tcp_nodelay(self._sock_fd) < 0:
+            raise os_error(errno)
         # As asyncio: connection_made() first, then reading starts, then the
         # waiter learns the connection is up.
         self.call_soon(protocol.connection_made, (self,))
@@ -900,7 +913,7 @@ cdef class SocketTransport(TransportBase):
         if self.empty_waiter is not None:
             self.empty_waiter.set_exception(ConnectionError("Connection is closed by peer"))
 
-    def set_protocol(self, protocol):
+    cpdef set_protocol(self, protocol):
         if isinstance(protocol, _BufferedProtocol):
             self.buffered = True
             self.get_buffer = protocol.get_buffer
@@ -1030,8 +1043,46 @@ def accept_connections(loop, protocol_factory, sock, server, Py_ssize_t backlog,
         except OSError:
             return True
         start_accepted(loop, protocol_factory, conn, {'peername': addr}, server,
-                       make_transport)
+                       make_transport, 0)
     return False
+
+
+@cython.final
+cdef class Acceptor:
+    """The reader of a plain (non-TLS) server's listening socket, as
+    Loop._start_serving() registers it: each wake-up accepts the pending
+    connections with accept_connections(), without the Python-level call of
+    the loop's _accept_connection() that asyncio registers. Debug mode (its
+    logging) and accept() errors run asyncio's _accept_connection(), as
+    Loop._accept_connection() does."""
+    cdef LoopCore loop
+    cdef object protocol_factory
+    cdef object sock
+    cdef object server
+    cdef Py_ssize_t backlog
+    cdef object make_transport
+    cdef tuple ssl_timeouts
+
+    def __init__(self, LoopCore loop not None, protocol_factory, sock, server,
+                 Py_ssize_t backlog, make_transport, tuple ssl_timeouts):
+        self.loop = loop
+        self.protocol_factory = protocol_factory
+        self.sock = sock
+        self.server = server
+        self.backlog = backlog
+        self.make_transport = make_transport
+        self.ssl_timeouts = ssl_timeouts
+
+    def __call__(self):
+        if self.loop._debug or accept_connections(
+                self.loop, self.protocol_factory, self.sock, self.server, self.backlog,
+                self.make_transport):
+            _asyncio_accept_connection(self.loop, self.protocol_factory, self.sock, None,
+                                       self.server, self.backlog, *self.ssl_timeouts)
+
+    def __repr__(self):
+        # What the reader handle's repr (slow-callback warnings) shows.
+        return f"<accepting connections on {self.sock!r}>"
 
 
 cdef object accept_inet(loop, protocol_factory, sock, server, Py_ssize_t backlog,
@@ -1049,6 +1100,11 @@ cdef object accept_inet(loop, protocol_factory, sock, server, Py_ssize_t backlog
     # as setblocking(False) would leave it, and does not keep the flag.
     nonblocking_type = _raw_type(sock) | SOCK_NONBLOCK
     proto = _raw_proto(sock)
+    # An accepted socket has its listener's family, type and protocol, so
+    # asyncio's TCP_NODELAY rule gives the same answer for all of them.
+    cdef int known = SOCKNAME_KNOWN
+    if _TCP_NODELAY is not None and _raw_type(sock) == _SOCK_STREAM and proto == _IPPROTO_TCP:
+        known |= TCP_KNOWN
     for i in range(backlog):
         while True:
             fd = fl_accept_nonblocking(listen_fd, &peer, &peer_len)
@@ -1063,7 +1119,7 @@ cdef object accept_inet(loop, protocol_factory, sock, server, Py_ssize_t backlog
             close_fd(fd)
             raise
         extra = {"peername": inet_address(&peer), "sockname": own_inet_address(fd)}
-        start_accepted(loop, protocol_factory, conn, extra, server, make_transport)
+        start_accepted(loop, protocol_factory, conn, extra, server, make_transport, known)
     return False
 
 
@@ -1108,7 +1164,8 @@ cdef object inet_address(sockaddr_storage* addr):
             in6.sin6_scope_id)
 
 
-cdef start_accepted(loop, protocol_factory, conn, dict extra, server, make_transport):
+cdef start_accepted(loop, protocol_factory, conn, dict extra, server, make_transport,
+                    int known):
     # asyncio makes the protocol and transport in a task of their own, so
     # each connection gets a copy of the context: so does it here.
     ctx = PyContext_CopyCurrent()
@@ -1122,7 +1179,7 @@ cdef start_accepted(loop, protocol_factory, conn, dict extra, server, make_trans
             ensure_no_transport(loop, conn)
             transport = SocketTransport.__new__(SocketTransport)
             (<SocketTransport>transport).start(loop, conn, protocol, None, extra, server,
-                                               "sockname" in extra)
+                                               known)
     except BaseException as exc:
         if isinstance(exc, (KeyboardInterrupt, SystemExit)):
             raise

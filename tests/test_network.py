@@ -1443,6 +1443,25 @@ def test_servers_use_an_overridden_make_socket_transport(impl):
 
 
 @pytest.mark.timeout(30)
+def test_servers_use_an_overridden_accept_connection(impl):
+    """A loop subclass's _accept_connection is what a server's listening
+    socket calls when connections arrive (asyncio registers it as the
+    reader; fastloop registers its C acceptor only when it is not
+    overridden)."""
+    calls = []
+
+    def subclass(base):
+        class CountingLoop(base):
+            def _accept_connection(self, *args, **kwargs):
+                calls.append(args[1])
+                return super()._accept_connection(*args, **kwargs)
+        return CountingLoop
+
+    ping_a_server_on(impl, subclass)
+    assert calls and all(isinstance(sock, socket.socket) for sock in calls)
+
+
+@pytest.mark.timeout(30)
 def test_servers_work_with_a_replaced_transports_registry(impl):
     """A loop subclass may replace loop._transports with asyncio's own
     WeakValueDictionary: accepted connections are still served."""
@@ -2860,6 +2879,60 @@ def test_accept_out_of_file_descriptors_backs_off_and_recovers(loop):
     assert contexts[0]["message"] == "socket.accept() out of system resource"
     assert isinstance(contexts[0]["exception"], OSError)
     assert contexts[0]["exception"].errno == errno.EMFILE
+
+
+@pytest.mark.timeout(30)
+def test_debug_mode_switched_on_while_serving_logs_accepted_connections(loop, caplog):
+    """Debug mode turned on after the server started: the next accepted
+    connections are logged as asyncio's accept code logs them, and served."""
+    async def main():
+        srv = await loop.create_server(lambda: EchoProtocol(), "127.0.0.1", 0)
+        address = srv.sockets[0].getsockname()
+        replies = []
+        for debug in (False, True):
+            loop.set_debug(debug)
+            reader, writer = await asyncio.open_connection(*address)
+            writer.write(b"ping")
+            replies.append(await reader.readexactly(4))
+            writer.close()
+            await writer.wait_closed()
+        loop.set_debug(False)
+        await close_server(srv)
+        return replies
+
+    with caplog.at_level(logging.DEBUG, logger="asyncio"):
+        replies = run(loop, main())
+    assert replies == [b"ping", b"ping"]
+    accepted = [r for r in caplog.records if "got a new connection from" in r.getMessage()]
+    assert len(accepted) == 1
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("proto", [0, socket.IPPROTO_TCP])
+def test_accepted_sockets_get_tcp_nodelay_by_the_listeners_protocol(loop, proto):
+    """asyncio sets TCP_NODELAY only on sockets whose protocol number is
+    IPPROTO_TCP; an accepted socket has its listener's, so a listener made
+    with protocol 0 serves connections without it."""
+    async def main():
+        accepted = loop.create_future()
+
+        class Proto(asyncio.Protocol):
+            def connection_made(self, transport):
+                accepted.set_result(transport)
+
+        listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM, proto)
+        listener.bind(("127.0.0.1", 0))
+        srv = await loop.create_server(Proto, sock=listener)
+        tr, _ = await loop.create_connection(asyncio.Protocol, *listener.getsockname())
+        server_side = await accepted
+        sock = server_side.get_extra_info("socket")
+        nodelay = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
+        server_side.close()
+        tr.close()
+        await close_server(srv)
+        return nodelay
+
+    assert run(loop, main()) == (proto == socket.IPPROTO_TCP)
 
 
 def _lowest_free_fd():
