@@ -86,6 +86,21 @@ static inline int fl_set_tcp_nodelay(int fd) {
     return setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &on, sizeof(on));
 }
 
+/* cls(*args) for socket.socket, with its base's (_socket.socket's) C
+ * initialiser instead of its Python-level __init__: the caller sets the two
+ * slots that __init__ would (see _transports.pyx, new_socket()). */
+static inline PyObject *fl_new_socket(PyObject *cls, PyObject *base, PyObject *args) {
+    PyTypeObject *type = (PyTypeObject *)cls;
+    PyObject *sock = type->tp_new(type, args, NULL);
+    if (sock == NULL)
+        return NULL;
+    if (((PyTypeObject *)base)->tp_init(sock, args, NULL) < 0) {
+        Py_DECREF(sock);
+        return NULL;
+    }
+    return sock;
+}
+
 /* The clock of time.monotonic(), so loop.time() agrees with it to the
  * nanosecond: CLOCK_MONOTONIC on Linux, the uptime clock behind
  * mach_absolute_time() on macOS. */

@@ -2935,6 +2935,59 @@ def test_accepted_sockets_get_tcp_nodelay_by_the_listeners_protocol(loop, proto)
     assert run(loop, main()) == (proto == socket.IPPROTO_TCP)
 
 
+@pytest.mark.timeout(30)
+def test_accepted_socket_is_a_complete_socket_object(loop):
+    """The socket object of an accepted connection works as one made by
+    socket.accept(): makefile() streams keep it open past close(), and it
+    reads as closed once the last of them is closed too."""
+    async def main():
+        accepted = loop.create_future()
+
+        class Proto(asyncio.Protocol):
+            def connection_made(self, transport):
+                accepted.set_result(transport)
+
+        srv = await loop.create_server(Proto, "127.0.0.1", 0)
+        tr, _ = await loop.create_connection(asyncio.Protocol, *srv.sockets[0].getsockname())
+        server_side = await accepted
+        raw = server_side.get_extra_info("socket")._sock
+        assert type(raw) is socket.socket and "[closed]" not in repr(raw)
+        stream = raw.makefile("rb")
+        server_side.close()
+        await asyncio.sleep(0.01)
+        open_while_streamed = raw.fileno() != -1
+        stream.close()
+        closed_after = raw.fileno() == -1 and "[closed]" in repr(raw)
+        tr.close()
+        await close_server(srv)
+        return open_while_streamed, closed_after
+
+    assert run(loop, main()) == (True, True)
+
+
+@pytest.mark.timeout(30)
+def test_transports_close_their_socket_through_a_replaced_close(loop, sockpair, monkeypatch):
+    """A replaced socket.socket.close (tests and tools that track sockets
+    patch it) is what a closing transport calls."""
+    a, _ = sockpair
+    closed = []
+    original = socket.socket.close
+
+    def tracking_close(sock):
+        closed.append(sock)
+        original(sock)
+
+    monkeypatch.setattr(socket.socket, "close", tracking_close)
+
+    async def main():
+        tr, _ = await loop.connect_accepted_socket(asyncio.Protocol, a)
+        tr.close()
+        await asyncio.sleep(0.01)
+
+    run(loop, main())
+    assert a in closed and a.fileno() == -1
+
+
 def _lowest_free_fd():
     fd = os.dup(0)              # the kernel hands out the lowest free number
     os.close(fd)
