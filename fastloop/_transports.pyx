@@ -280,7 +280,9 @@ cdef class TransportBase(WriteSettler):
 
     def _start_reading(self):
         # Scheduled by __init__ behind connection_made().
-        if self.is_reading():
+        # is_reading()'s answer, without its Python-level call (no writes
+        # can be deferred here: the loop settled them after connection_made).
+        if not self.closing and not self.paused:
             self.start_reading_now()
 
     cdef detach_server(self):
