@@ -1052,8 +1052,8 @@ cdef tuple accept_one(sock):
     return conn, addr
 
 
-def accept_connections(loop, protocol_factory, sock, server, Py_ssize_t backlog,
-                       make_transport=None):
+cdef object accept_connections(loop, protocol_factory, sock, server, Py_ssize_t backlog,
+                               make_transport):
     """Accept up to `backlog` pending connections on the listening socket and
     start a transport for each, as asyncio's plain (non-TLS) servers do, but
     without a task per connection: the transport is made here, and the

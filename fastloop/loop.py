@@ -22,8 +22,7 @@ import weakref
 from asyncio.log import logger
 
 from fastloop._core import LoopCore
-from fastloop._transports import (Acceptor, DatagramTransport, SocketTransport, TransportMap,
-                                  accept_connections)
+from fastloop._transports import Acceptor, DatagramTransport, SocketTransport, TransportMap
 from fastloop import _sockops
 from fastloop._children import new_watcher
 
@@ -133,34 +132,33 @@ class Loop(LoopCore, asyncio.SelectorEventLoop):
 
     def _start_serving(self, protocol_factory, sock, sslcontext=None, server=None,
                        backlog=100, *ssl_timeouts):
-        # A plain server's listening socket gets a C reader (Acceptor) that
-        # does what _accept_connection() below does, without a Python-level
-        # call per wake-up. TLS servers and subclasses that override
+        # A plain server's listening socket is read by a C Acceptor: what
+        # _accept_connection() below does, without a Python-level call per
+        # wake-up. TLS servers and subclasses that override
         # _accept_connection() get asyncio's registration.
         if sslcontext is not None or type(self)._accept_connection is not Loop._accept_connection:
             return super()._start_serving(protocol_factory, sock, sslcontext, server,
                                           backlog, *ssl_timeouts)
-        self._add_reader(sock.fileno(), Acceptor(
-            self, protocol_factory, sock, server, backlog, self._custom_transport_maker(),
-            ssl_timeouts))
-
-    def _custom_transport_maker(self):
-        # A subclass's own _make_socket_transport(), which accepted
-        # connections must then go through; None: fastloop's, made in C.
-        if type(self)._make_socket_transport is not Loop._make_socket_transport:
-            return self._make_socket_transport
-        return None
+        self._add_reader(sock.fileno(),
+                         self._acceptor(protocol_factory, sock, server, backlog, ssl_timeouts))
 
     def _accept_connection(self, protocol_factory, sock, sslcontext=None,
                            server=None, backlog=100, *ssl_timeouts):
-        # Plain servers accept in C without a task per connection; TLS
-        # servers (a handshake to wait for), debug mode (its logging) and
-        # accept() errors take asyncio's code.
-        if sslcontext is None and not self._debug and not accept_connections(
-                self, protocol_factory, sock, server, backlog, self._custom_transport_maker()):
-            return
-        super()._accept_connection(protocol_factory, sock, sslcontext, server,
-                                   backlog, *ssl_timeouts)
+        # Plain servers accept in C without a task per connection (see
+        # Acceptor); TLS servers (a handshake to wait for) take asyncio's code.
+        if sslcontext is not None:
+            return super()._accept_connection(protocol_factory, sock, sslcontext, server,
+                                              backlog, *ssl_timeouts)
+        self._acceptor(protocol_factory, sock, server, backlog, ssl_timeouts)()
+
+    def _acceptor(self, protocol_factory, sock, server, backlog, ssl_timeouts):
+        # A subclass's own _make_socket_transport() makes the accepted
+        # connections' transports; fastloop's are made in C.
+        make_transport = None
+        if type(self)._make_socket_transport is not Loop._make_socket_transport:
+            make_transport = self._make_socket_transport
+        return Acceptor(self, protocol_factory, sock, server, backlog, make_transport,
+                        ssl_timeouts)
 
     def _make_datagram_transport(self, sock, protocol, address=None,
                                  waiter=None, extra=None):
