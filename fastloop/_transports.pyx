@@ -79,12 +79,17 @@ cdef object _TCP_NODELAY = getattr(_socket_base, "TCP_NODELAY", None)
 # sockets of accepted connections and the sockets transports close, the same
 # steps run here without their three Python frames (~2000 instructions per
 # connection), while socket.socket is the class they were written for and
-# nobody has replaced those methods (checked on each use).
+# nobody has replaced those methods (checked on each use, and at import:
+# methods patched in before fastloop was imported are not the socket
+# module's own).
 cdef object _socket_init = _Socket.__init__
 cdef object _socket_close = _Socket.close
 cdef object _socket_base_close = _SocketBase.close
 cdef bint _SOCKET_SLOTS_KNOWN = (
-    tuple(getattr(_Socket, "__slots__", ())) == ("__weakref__", "_io_refs", "_closed"))
+    tuple(getattr(_Socket, "__slots__", ())) == ("__weakref__", "_io_refs", "_closed")
+    and getattr(_socket_init, "__qualname__", None) == "socket.__init__"
+    and getattr(_socket_close, "__qualname__", None) == "socket.close"
+    and getattr(_socket_init, "__module__", None) == getattr(_socket_close, "__module__", 0) == "socket")
 cdef tuple _INET_FAMILIES = (int(_socket.AF_INET), int(_socket.AF_INET6))
 cdef object _SOCK_STREAM = int(_socket.SOCK_STREAM)
 cdef object _IPPROTO_TCP = int(_socket.IPPROTO_TCP)
