@@ -284,7 +284,7 @@ cdef class TransportBase(WriteSettler):
             self.loop.clear_io_handle(self._sock_fd, WRITABLE)
 
     def _start_reading(self):
-        # Scheduled by __init__ behind connection_made().
+        # Scheduled by start() behind connection_made().
         # is_reading()'s answer, without its Python-level call (no writes
         # can be deferred here: the loop settled them after connection_made).
         if not self.closing and not self.paused:
@@ -1041,11 +1041,17 @@ cdef set_nodelay(sock):
     """TCP_NODELAY on a TCP socket, by asyncio's rule (base_events._set_nodelay)."""
     if not issubclass(type(sock), _SocketBase):     # not isinstance: mocks pass that
         _asyncio_set_nodelay(sock)
-    elif (_TCP_NODELAY is not None
-          and _raw_family(sock) in _INET_FAMILIES
-          and _raw_type(sock) == _SOCK_STREAM
-          and _raw_proto(sock) == _IPPROTO_TCP):
+    elif tcp_by_asyncio_rule(sock):
         sock.setsockopt(_IPPROTO_TCP, _TCP_NODELAY, 1)
+
+
+cdef bint tcp_by_asyncio_rule(sock) except -1:
+    """Whether asyncio sets TCP_NODELAY on this socket.socket (read as plain
+    ints, without the enum members its properties build)."""
+    return (_TCP_NODELAY is not None
+            and _raw_family(sock) in _INET_FAMILIES
+            and _raw_type(sock) == _SOCK_STREAM
+            and _raw_proto(sock) == _IPPROTO_TCP)
 
 
 cdef tuple accept_one(sock):
@@ -1091,9 +1097,9 @@ cdef class Acceptor:
     """The reader of a plain (non-TLS) server's listening socket, as
     Loop._start_serving() registers it: each wake-up accepts the pending
     connections with accept_connections(), without the Python-level call of
-    the loop's _accept_connection() that asyncio registers. Debug mode (its
-    logging) and accept() errors run asyncio's _accept_connection(), as
-    Loop._accept_connection() does."""
+    the loop's _accept_connection() that asyncio registers (whose fastloop
+    version runs an Acceptor too). Debug mode (its logging) and accept()
+    errors run asyncio's own _accept_connection()."""
     cdef LoopCore loop
     cdef object protocol_factory
     cdef object sock
@@ -1142,7 +1148,7 @@ cdef object accept_inet(loop, protocol_factory, sock, server, Py_ssize_t backlog
     # An accepted socket has its listener's family, type and protocol, so
     # asyncio's TCP_NODELAY rule gives the same answer for all of them.
     cdef int known = SOCKNAME_KNOWN
-    if _TCP_NODELAY is not None and _raw_type(sock) == _SOCK_STREAM and proto == _IPPROTO_TCP:
+    if tcp_by_asyncio_rule(sock):
         known |= TCP_KNOWN
     for i in range(backlog):
         while True:
