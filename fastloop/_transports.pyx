@@ -1041,17 +1041,16 @@ cdef set_nodelay(sock):
     """TCP_NODELAY on a TCP socket, by asyncio's rule (base_events._set_nodelay)."""
     if not issubclass(type(sock), _SocketBase):     # not isinstance: mocks pass that
         _asyncio_set_nodelay(sock)
-    elif tcp_by_asyncio_rule(sock):
+    elif tcp_by_asyncio_rule(_raw_family(sock), _raw_type(sock), _raw_proto(sock)):
         sock.setsockopt(_IPPROTO_TCP, _TCP_NODELAY, 1)
 
 
-cdef bint tcp_by_asyncio_rule(sock) except -1:
-    """Whether asyncio sets TCP_NODELAY on this socket.socket (read as plain
-    ints, without the enum members its properties build)."""
-    return (_TCP_NODELAY is not None
-            and _raw_family(sock) in _INET_FAMILIES
-            and _raw_type(sock) == _SOCK_STREAM
-            and _raw_proto(sock) == _IPPROTO_TCP)
+cdef bint tcp_by_asyncio_rule(family, type_, proto) except -1:
+    """Whether asyncio sets TCP_NODELAY on a socket of this family, type and
+    protocol (the plain ints, not the enum members socket.socket's
+    properties build)."""
+    return (_TCP_NODELAY is not None and family in _INET_FAMILIES
+            and type_ == _SOCK_STREAM and proto == _IPPROTO_TCP)
 
 
 cdef tuple accept_one(sock):
@@ -1143,12 +1142,13 @@ cdef object accept_inet(loop, protocol_factory, sock, server, Py_ssize_t backlog
     family = _raw_family(sock)
     # SOCK_NONBLOCK in the type: the socket object starts with timeout 0,
     # as setblocking(False) would leave it, and does not keep the flag.
-    nonblocking_type = _raw_type(sock) | SOCK_NONBLOCK
+    type_ = _raw_type(sock)
+    nonblocking_type = type_ | SOCK_NONBLOCK
     proto = _raw_proto(sock)
     # An accepted socket has its listener's family, type and protocol, so
     # asyncio's TCP_NODELAY rule gives the same answer for all of them.
     cdef int known = SOCKNAME_KNOWN
-    if tcp_by_asyncio_rule(sock):
+    if tcp_by_asyncio_rule(family, type_, proto):
         known |= TCP_KNOWN
     for i in range(backlog):
         while True:
