@@ -156,6 +156,41 @@ static inline void fl_bytes_resize_reused(PyObject *b, Py_ssize_t n) {
 #endif
 }
 
+/* obj.name resolves to func as a plain method (found on the type, not
+ * shadowed by an instance attribute): Python's own lookup, without making a
+ * bound method. 0 when it resolves to anything else or not at all. */
+#if PY_VERSION_HEX >= 0x030D0000 && PY_VERSION_HEX < 0x030E0000
+PyAPI_FUNC(int) _PyObject_GetMethod(PyObject *obj, PyObject *name, PyObject **method);
+#endif
+static inline int fl_method_is(PyObject *obj, PyObject *name, PyObject *func) {
+    PyObject *found = NULL;
+    int same;
+#if PY_VERSION_HEX < 0x030E0000
+    int unbound = _PyObject_GetMethod(obj, name, &found);
+    if (found == NULL) {
+        PyErr_Clear();
+        return 0;
+    }
+    same = unbound && found == func;
+#else
+    found = PyObject_GetAttr(obj, name);
+    if (found == NULL) {
+        PyErr_Clear();
+        return 0;
+    }
+    same = PyMethod_Check(found) && PyMethod_GET_FUNCTION(found) == func
+           && PyMethod_GET_SELF(found) == obj;
+#endif
+    Py_DECREF(found);
+    return same;
+}
+
+/* Buffers exported from a bytearray (memoryviews...): while any is, it
+ * cannot be resized. */
+static inline Py_ssize_t fl_bytearray_exports(PyObject *b) {
+    return ((PyByteArrayObject *)b)->ob_exports;
+}
+
 /* f(arg) returning a new reference or NULL with the exception set; a bound
  * method is called as its function with (self, arg), without the method
  * object's own vectorcall step (as Cython's calls do). */

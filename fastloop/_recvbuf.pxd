@@ -12,3 +12,6 @@ cdef enum:
 cdef ssize_t read_some(int fd, Py_ssize_t limit) except -2
 # The n bytes the last read_some() returned, as a bytes object of their own.
 cdef bytes received(Py_ssize_t n)
+# Where the data of the last read_some() is, for a caller that copies it
+# out itself instead of calling received().
+cdef char* last_read_data() noexcept

@@ -108,6 +108,10 @@ cdef ssize_t read_some(int fd, Py_ssize_t limit) except -2:
     return recv(fd, PyBytes_AS_STRING(spare), limit, 0)
 
 
+cdef char* last_read_data() noexcept:
+    return PyBytes_AS_STRING(read_into.obj if read_into is not None else spare)
+
+
 cdef bytes received(Py_ssize_t n):
     cdef Slot slot = read_into
     if slot is not None:

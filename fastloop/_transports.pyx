@@ -22,6 +22,7 @@ from fastloop._handles cimport Handle, WriteSettler, new_handle
 from fastloop._core cimport LoopCore
 from fastloop._poller cimport READABLE, WRITABLE
 from fastloop._recvbuf cimport READ_SIZE, read_some, received
+from fastloop._streams cimport runs_stream_reader_protocol, feed_stream_reader
 from fastloop._sysio cimport (ssize_t, iovec, recv, send, writev, FL_MSG_NOSIGNAL,
                              os_error, would_block, FL_HAVE_ACCEPT4, SOCK_NONBLOCK,
                              AF_INET, AF_INET6, socklen_t, sockaddr, sockaddr_storage,
@@ -543,6 +544,8 @@ cdef class SocketTransport(TransportBase):
     cdef object get_buffer
     cdef object buffer_updated
     cdef bint buffered                 # BufferedProtocol: read into its buffer
+    cdef bint feeds_stream             # StreamReaderProtocol: feed its reader in C
+    cdef Py_ssize_t last_read          # the size of the last read fed to it
     cdef object empty_waiter           # loop.sendfile() waits for the buffer to drain
     cdef object pending                # the first deferred write (see settle_writes)
     cdef Py_ssize_t sent_of_first      # bytes of buffer[0] already sent
@@ -583,6 +586,8 @@ cdef class SocketTransport(TransportBase):
             return 0
         if self.buffered:
             return self.read_into_protocol_buffer()
+        if self.feeds_stream and self.fed_stream_reader():
+            return 0
         while True:
             n = read_some(self._sock_fd, READ_SIZE)
             if n >= 0:
@@ -618,13 +623,44 @@ cdef class SocketTransport(TransportBase):
         try:
             reraise_current()
         except BaseException as exc:
-            if self.deferred:
-                # asyncio would have sent what the callback wrote before it raised.
-                self.settle_writes()
-            if isinstance(exc, (KeyboardInterrupt, SystemExit)):
-                raise
-            self.fatal_error(exc, message)
+            return self.protocol_raised(exc, message)
+
+    cdef int protocol_raised(self, exc, str message) except -1:
+        """protocol_failed() for the exception a callback raised."""
+        if self.deferred:
+            # asyncio would have sent what the callback wrote before it raised.
+            self.settle_writes()
+        if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+            raise exc
+        self.fatal_error(exc, message)
         return 0
+
+    cdef bint fed_stream_reader(self) except -1:
+        """A read for a StreamReaderProtocol, run in C (see _streams.pyx);
+        False when it must go through data_received() instead."""
+        cdef ssize_t n
+        cdef int err = 0
+        self.delivering = True
+        try:
+            while True:
+                n = feed_stream_reader(self.protocol, self._sock_fd, &self.last_read, &err)
+                if n != -1 or err != EINTR:
+                    break
+        except BaseException as exc:
+            self.delivering = False
+            self.protocol_raised(exc, "Fatal error: protocol.data_received() call failed.")
+            return True
+        self.delivering = False
+        if n > 0:
+            if self.deferred:
+                self.settle_writes()
+        elif n == 0:
+            self.on_eof()
+        elif n == -2:
+            return False
+        elif not would_block(err):
+            self.fatal_error(os_error(err), "Fatal read error on socket transport")
+        return True
 
     cdef int read_into_protocol_buffer(self) except -1:
         cdef ssize_t n
@@ -942,6 +978,7 @@ cdef class SocketTransport(TransportBase):
             self.buffered = False
             self.data_received = protocol.data_received
             self.get_buffer = self.buffer_updated = None
+        self.feeds_stream = runs_stream_reader_protocol(self.data_received)
         TransportBase.set_protocol(self, protocol)
 
     def _make_empty_waiter(self):

@@ -1,0 +1,147 @@
+"""Feeding asyncio's StreamReader from a stream transport's reads, in C.
+
+asyncio.start_server() and open_connection() put a StreamReaderProtocol on
+the transport. Each read then runs four Python frames (the protocol's
+data_received(), its _stream_reader property, StreamReader.feed_data() and
+_wakeup_waiter()) and copies the data twice in user space: into a bytes
+object, then onto the end of the reader's bytearray. While all four are
+asyncio's own code, feed_stream_reader() takes the same steps in C and
+receives straight onto the end of the reader's buffer. Anything else (a
+patched or overriding method, a reader at EOF, a buffer that is exported or
+not a bytearray) is left to data_received() and runs as in asyncio.
+
+The code is checked on every read, as Python would look it up: on the
+protocol's type (the property) and on the reader (its methods, instance
+attributes included), so a patch made at any time is honoured. The state is
+read and written through the attributes asyncio's code uses.
+"""
+from cpython.object cimport PyObject, PyTypeObject, Py_TYPE
+from cpython.method cimport PyMethod_Check, PyMethod_GET_FUNCTION
+from cpython.bytearray cimport PyByteArray_AS_STRING, PyByteArray_GET_SIZE, PyByteArray_Resize
+from libc.errno cimport errno
+
+from libc.string cimport memcpy
+
+from fastloop._sysio cimport ssize_t, recv
+from fastloop._recvbuf cimport READ_SIZE, read_some, last_read_data
+
+from asyncio import streams as _streams
+
+cdef extern from "Python.h":
+    # Borrowed; NULL (no exception) when the type has no such attribute.
+    PyObject* _PyType_Lookup(PyTypeObject* type, object name)
+
+cdef extern from "_compat.h":
+    bint fl_method_is(object obj, object name, object func) except -1
+    Py_ssize_t fl_bytearray_exports(object b)
+
+
+cdef enum:
+    # From this size of the previous read on, reads go straight into the
+    # reader's buffer (see feed_stream_reader).
+    DIRECT_MIN = 4 * 1024
+
+
+cdef object _Protocol = _streams.StreamReaderProtocol
+cdef object _Reader = _streams.StreamReader
+
+
+cdef object _own(object owner, str name, str kind):
+    """owner.name as asyncio.streams defines it, or None when something
+    replaced it before fastloop was imported (the fast path stays off)."""
+    value = owner.__dict__.get(name)
+    func = value.fget if kind == "property" and isinstance(value, property) else value
+    if (getattr(func, "__module__", None) == "asyncio.streams"
+            and getattr(func, "__qualname__", "").endswith("." + name)):
+        return value
+    return None
+
+
+cdef object _DATA_RECEIVED = _own(_Protocol, "data_received", "function")
+cdef object _STREAM_READER = _own(_Protocol, "_stream_reader", "property")
+cdef object _FEED_DATA = _own(_Reader, "feed_data", "function")
+cdef object _WAKEUP_WAITER = _own(_Reader, "_wakeup_waiter", "function")
+cdef bint _KNOWN = (_DATA_RECEIVED is not None and _STREAM_READER is not None
+                    and _FEED_DATA is not None and _WAKEUP_WAITER is not None)
+
+
+cdef bint runs_stream_reader_protocol(object data_received) noexcept:
+    """data_received (a protocol's bound method, as the transport holds it)
+    is asyncio's StreamReaderProtocol.data_received, which
+    feed_stream_reader() can stand in for."""
+    return (_KNOWN and PyMethod_Check(data_received)
+            and PyMethod_GET_FUNCTION(data_received) == <PyObject*>_DATA_RECEIVED)
+
+
+cdef object reader_to_feed(object protocol):
+    """The StreamReader data_received() would feed, when the steps it would
+    take are asyncio's and can run here; else None."""
+    if _PyType_Lookup(Py_TYPE(protocol), "_stream_reader") != <PyObject*>_STREAM_READER:
+        return None
+    ref = protocol._stream_reader_wr
+    if ref is None:
+        return None
+    reader = ref()
+    if reader is None:
+        return None
+    if not (fl_method_is(reader, "feed_data", _FEED_DATA)
+            and fl_method_is(reader, "_wakeup_waiter", _WAKEUP_WAITER)):
+        return None
+    if reader._eof:
+        # feed_data()'s assertion (or, under -O, what follows it) is asyncio's.
+        return None
+    return reader
+
+
+cdef ssize_t feed_stream_reader(object protocol, int fd, Py_ssize_t* last_size,
+                                int* err) except -3:
+    """One recv() from fd onto the end of the buffer of the StreamReader
+    protocol.data_received() would feed, then the rest of feed_data(): wake
+    the waiting reader, pause reading past the limit.
+
+    Returns the count, 0 at EOF, -1 with *err set if recv() failed, -2 if
+    the reader cannot be fed here (nothing was read: call data_received())."""
+    cdef ssize_t n
+    cdef Py_ssize_t before
+    reader = reader_to_feed(protocol)
+    if reader is None:
+        return -2
+    buf = reader._buffer
+    if type(buf) is not bytearray or fl_bytearray_exports(buf):
+        return -2           # extend() would fail or be someone else's
+    before = PyByteArray_GET_SIZE(buf)
+    if last_size[0] >= DIRECT_MIN:
+        # Large reads land in the buffer itself: no copy at all.
+        PyByteArray_Resize(buf, before + READ_SIZE)
+        n = recv(fd, PyByteArray_AS_STRING(buf) + before, READ_SIZE, 0)
+        err[0] = errno
+        PyByteArray_Resize(buf, before + (n if n > 0 else 0))
+    else:
+        # Small ones are copied in: growing the buffer by READ_SIZE and
+        # shrinking it back costs more than the copy.
+        n = read_some(fd, READ_SIZE)
+        err[0] = errno
+        if n > 0:
+            PyByteArray_Resize(buf, before + n)
+            memcpy(PyByteArray_AS_STRING(buf) + before, last_read_data(), n)
+    if n <= 0:
+        return n
+    last_size[0] = n
+    # feed_data() after its buffer.extend(data):
+    waiter = reader._waiter
+    if waiter is not None:
+        reader._waiter = None
+        if not waiter.cancelled():
+            waiter.set_result(None)
+    # Its pause test, with the one operand that usually settles it read first.
+    if PyByteArray_GET_SIZE(buf) <= 2 * reader._limit:
+        return n
+    transport = reader._transport
+    if transport is not None and not reader._paused:
+        try:
+            transport.pause_reading()
+        except NotImplementedError:
+            reader._transport = None
+        else:
+            reader._paused = True
+    return n

@@ -1,0 +1,380 @@
+"""asyncio's streams on the loop.
+
+While a transport's protocol is asyncio's StreamReaderProtocol and the code it
+would run is asyncio's own, fastloop feeds the StreamReader in C
+(fastloop/_streams.pyx): small reads are copied onto the end of its buffer,
+large ones are received straight into it. That must not be observable: the
+same data in the same order, the same wake-ups and flow control, the same
+errors, and patched or overridden methods still called. Every test runs on
+stdlib asyncio and on fastloop (conftest.py) and must pass on both.
+"""
+import asyncio
+import random
+import socket
+import sys
+
+import pytest
+
+from helpers import run, spin
+
+# Small, large (fed straight into the buffer) and back, and one above asyncio's
+# 256 KiB per recv().
+SIZES = [1, 100, 5000, 300_000, 10, 70_000, 3, 1 << 20, 7, 4096, 4095]
+
+
+def payloads(sizes=SIZES):
+    rnd = random.Random(1)
+    return [bytes(rnd.getrandbits(8) for _ in range(min(n, 512))) * (n // 512 + 1)
+            for n in sizes]
+
+
+async def connected(**kwargs):
+    """A stream (reader, writer) on one end of a socket pair, and the other
+    end as a non-blocking socket."""
+    ours, peer = socket.socketpair()
+    peer.setblocking(False)
+    reader, writer = await asyncio.open_connection(sock=ours, **kwargs)
+    return reader, writer, peer
+
+
+async def close(writer, peer):
+    """Close both ends; what wait_closed() raised (the connection's error),
+    or None."""
+    try:
+        writer.close()
+        await writer.wait_closed()
+    except Exception as exc:
+        return exc
+    finally:
+        peer.close()
+
+
+async def send_all(peer, chunks, eof=True):
+    loop = asyncio.get_running_loop()
+    for chunk in chunks:
+        await loop.sock_sendall(peer, chunk)
+        await asyncio.sleep(0)
+    if eof:
+        peer.shutdown(socket.SHUT_WR)
+
+
+def record_handler(loop):
+    contexts = []
+    loop.set_exception_handler(lambda loop, context: contexts.append(context))
+    return contexts
+
+
+@pytest.mark.timeout(60)
+def test_mixed_sizes_arrive_whole_and_in_order(loop):
+    chunks = [p[:n] for p, n in zip(payloads(), SIZES)]
+
+    async def main():
+        reader, writer, peer = await connected(limit=1 << 22)
+        sender = asyncio.ensure_future(send_all(peer, chunks))
+        got = bytearray()
+        n = 1
+        while True:
+            data = await reader.read(n)
+            if not data:
+                break
+            got += data
+            n = n * 7 % 100_003 + 1         # reads of every size
+        await sender
+        await close(writer, peer)
+        return bytes(got)
+
+    assert run(loop, main(), timeout=50) == b"".join(chunks)
+
+
+@pytest.mark.timeout(30)
+def test_readuntil_and_readexactly_across_small_and_large_reads(loop):
+    lines = [b"a" * n + b"\n" for n in (3, 200_000, 0, 9000, 5)]
+
+    async def main():
+        reader, writer, peer = await connected(limit=1 << 20)
+        sender = asyncio.ensure_future(send_all(peer, lines + [b"tail!"]))
+        got = [await reader.readuntil(b"\n") for _ in lines]
+        tail = await reader.readexactly(5)
+        at_eof = await reader.read() == b"" and reader.at_eof()
+        await sender
+        await close(writer, peer)
+        return got, tail, at_eof
+
+    assert run(loop, main()) == (lines, b"tail!", True)
+
+
+@pytest.mark.timeout(30)
+def test_reader_limit_pauses_and_resumes_reading(loop):
+    """Past twice its limit the reader pauses the transport; reading the
+    buffer down resumes it. Nothing is lost."""
+    data = payloads([200_000])[0][:200_000]
+
+    async def main():
+        reader, writer, peer = await connected(limit=1000)
+        transport = writer.transport
+        sender = asyncio.ensure_future(send_all(peer, [data]))
+        for _ in range(1000):
+            if not transport.is_reading():
+                break
+            await asyncio.sleep(0)
+        paused = not transport.is_reading()
+        buffered = len(reader._buffer)
+        got = bytearray()
+        while len(got) < len(data):
+            got += await reader.read(700)
+        resumed = transport.is_reading()
+        await sender
+        await close(writer, peer)
+        return paused, buffered > 2000, resumed, bytes(got)
+
+    assert run(loop, main()) == (True, True, True, data)
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("owner, name, when", [
+    ("StreamReader", "feed_data", "before"),
+    ("StreamReader", "feed_data", "while connected"),
+    ("StreamReader", "_wakeup_waiter", "before"),
+    ("StreamReader", "_wakeup_waiter", "while connected"),
+    # A transport takes its protocol's data_received when it is given the
+    # protocol (as uvloop's do; see the README's known differences).
+    ("StreamReaderProtocol", "data_received", "before"),
+])
+def test_patched_methods_are_called(loop, monkeypatch, owner, name, when):
+    """A method patched on asyncio's classes (as test doubles and tracing tools
+    do) is what runs."""
+    cls = getattr(asyncio, owner)
+    original = getattr(cls, name)
+    calls = []
+
+    def wrapper(self, *args):
+        calls.append(name)
+        return original(self, *args)
+
+    chunks = [b"x" * 10, b"y" * 100_000, b"z"]
+
+    async def main():
+        if when == "before":
+            monkeypatch.setattr(cls, name, wrapper)
+        reader, writer, peer = await connected()
+        await loop.sock_sendall(peer, chunks[0])
+        first = await reader.readexactly(10)
+        if when != "before":
+            monkeypatch.setattr(cls, name, wrapper)
+        await send_all(peer, chunks[1:], eof=False)
+        rest = await reader.readexactly(100_001)
+        called = bool(calls)        # before EOF and closing call them too
+        await close(writer, peer)
+        return first + rest, called
+
+    assert run(loop, main()) == (b"".join(chunks), True)
+
+
+@pytest.mark.timeout(30)
+def test_patched_stream_reader_property_is_used(loop, monkeypatch):
+    """data_received() finds its reader through the _stream_reader property:
+    a replaced property decides where the data goes."""
+    async def main():
+        diverted = asyncio.StreamReader()
+        monkeypatch.setattr(asyncio.StreamReaderProtocol, "_stream_reader",
+                            property(lambda self: diverted))
+        reader, writer, peer = await connected()
+        await loop.sock_sendall(peer, b"to the other reader")
+        for _ in range(100):
+            if diverted._buffer:
+                break
+            await asyncio.sleep(0)
+        own = bytes(reader._buffer)
+        await close(writer, peer)
+        return own, bytes(diverted._buffer)
+
+    assert run(loop, main()) == (b"", b"to the other reader")
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("name", ["feed_data", "_wakeup_waiter"])
+def test_methods_set_on_the_reader_instance_are_called(loop, name):
+    calls = []
+
+    async def main():
+        reader, writer, peer = await connected()
+        original = getattr(reader, name)
+
+        def wrapper(*args):
+            calls.append(args)
+            return original(*args)
+
+        setattr(reader, name, wrapper)
+        await loop.sock_sendall(peer, b"a" * 50_000)
+        got = await reader.readexactly(50_000)
+        called = bool(calls)        # before closing calls them too
+        await close(writer, peer)
+        return got, called
+
+    assert run(loop, main()) == (b"a" * 50_000, True)
+
+
+@pytest.mark.timeout(30)
+def test_subclass_overriding_data_received_is_called(loop):
+    seen = []
+
+    class Counting(asyncio.StreamReaderProtocol):
+        def data_received(self, data):
+            seen.append(len(data))
+            super().data_received(data)
+
+    async def main():
+        ours, peer = socket.socketpair()
+        peer.setblocking(False)
+        reader = asyncio.StreamReader()
+        transport, _ = await loop.create_connection(lambda: Counting(reader), sock=ours)
+        await loop.sock_sendall(peer, b"b" * 30_000)
+        got = await reader.readexactly(30_000)
+        transport.close()
+        await spin(3)
+        peer.close()
+        return got
+
+    assert run(loop, main()) == b"b" * 30_000
+    assert sum(seen) == 30_000
+
+
+@pytest.mark.timeout(30)
+def test_reader_subclass_overriding_feed_data_is_called(loop):
+    seen = []
+
+    class Reader(asyncio.StreamReader):
+        def feed_data(self, data):
+            seen.append(len(data))
+            super().feed_data(data.upper())
+
+    async def main():
+        ours, peer = socket.socketpair()
+        peer.setblocking(False)
+        reader = Reader()
+        transport, _ = await loop.create_connection(
+            lambda: asyncio.StreamReaderProtocol(reader), sock=ours)
+        await loop.sock_sendall(peer, b"shout")
+        got = await reader.readexactly(5)
+        transport.close()
+        await spin(3)
+        peer.close()
+        return got
+
+    assert run(loop, main()) == b"SHOUT"
+    assert seen == [5]
+
+
+@pytest.mark.timeout(30)
+def test_exported_buffer_fails_the_transport_as_asyncio_does(loop):
+    """A memoryview held on the reader's buffer makes asyncio's extend() raise
+    BufferError in data_received(): a fatal protocol error."""
+    contexts = record_handler(loop)
+
+    async def main():
+        reader, writer, peer = await connected()
+        view = memoryview(reader._buffer)
+        await loop.sock_sendall(peer, b"c" * 10_000)
+        try:
+            await reader.read(10)
+        except BufferError as exc:
+            raised = type(exc)
+        view.release()
+        closing = writer.transport.is_closing()
+        closed_with = await close(writer, peer)
+        return raised, closing, type(closed_with)
+
+    assert run(loop, main()) == (BufferError, True, BufferError)
+    assert [(c["message"], type(c["exception"])) for c in contexts] == [
+        ("Fatal error: protocol.data_received() call failed.", BufferError)]
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.skipif(not __debug__, reason="feed_data's check is an assert")
+def test_data_after_feed_eof_fails_as_asyncio_does(loop):
+    contexts = record_handler(loop)
+
+    async def main():
+        reader, writer, peer = await connected()
+        reader.feed_eof()
+        await loop.sock_sendall(peer, b"late")
+        for _ in range(100):
+            if writer.transport.is_closing():
+                break
+            await asyncio.sleep(0)
+        closing = writer.transport.is_closing()
+        closed_with = await close(writer, peer)
+        return closing, type(closed_with)
+
+    assert run(loop, main()) == (True, AssertionError)
+    assert [(c["message"], type(c["exception"]).__name__, str(c["exception"]))
+            for c in contexts] == [
+        ("Fatal error: protocol.data_received() call failed.",
+         "AssertionError", "feed_data after feed_eof")]
+
+
+@pytest.mark.timeout(30)
+def test_data_for_a_collected_reader_is_dropped(loop):
+    """A StreamReaderProtocol holds its reader weakly (without a connected
+    callback): once the reader is gone, data goes nowhere, without error."""
+    contexts = record_handler(loop)
+
+    async def main():
+        ours, peer = socket.socketpair()
+        peer.setblocking(False)
+        protocol = asyncio.StreamReaderProtocol(asyncio.StreamReader())
+        transport, _ = await loop.create_connection(lambda: protocol, sock=ours)
+        for size in (10, 100_000, 10):
+            await loop.sock_sendall(peer, b"d" * size)
+            await spin(5)
+        state = protocol._stream_reader, transport.is_closing()
+        transport.close()
+        await spin(3)
+        peer.close()
+        return state
+
+    assert run(loop, main()) == (None, False)
+    assert contexts == []
+
+
+@pytest.mark.timeout(30)
+def test_cancelled_read_leaves_the_data_for_the_next(loop):
+    async def main():
+        reader, writer, peer = await connected()
+        pending = asyncio.ensure_future(reader.read(10))
+        await spin(2)
+        pending.cancel()
+        await spin(1)
+        await loop.sock_sendall(peer, b"kept")
+        got = await reader.read(10)
+        await close(writer, peer)
+        return pending.cancelled(), got
+
+    assert run(loop, main()) == (True, b"kept")
+
+
+@pytest.mark.timeout(30)
+def test_feeding_is_visible_to_profilers_only_on_asyncio(loop, is_fastloop):
+    """The documented difference: on fastloop, the reads of a connection whose
+    StreamReaderProtocol runs asyncio's own code do not run data_received()
+    and feed_data() as Python frames, so profilers and tracers do not see
+    those two calls."""
+    calls = []
+
+    def profile(frame, event, arg):
+        if event == "call" and frame.f_code.co_name in ("data_received", "feed_data"):
+            calls.append(frame.f_code.co_name)
+
+    async def main():
+        reader, writer, peer = await connected()
+        sys.setprofile(profile)
+        try:
+            await loop.sock_sendall(peer, b"e" * 100)
+            got = await reader.readexactly(100)
+        finally:
+            sys.setprofile(None)
+        await close(writer, peer)
+        return got
+
+    assert run(loop, main()) == b"e" * 100
+    assert (calls == []) == is_fastloop
