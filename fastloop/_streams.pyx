@@ -37,8 +37,8 @@ cdef extern from "_compat.h":
 
 
 cdef enum:
-    # From this size of the previous read on, reads go straight into the
-    # reader's buffer (see feed_stream_reader).
+    # From this read size hint on, reads go straight into the reader's
+    # buffer (see feed_stream_reader).
     DIRECT_MIN = 4 * 1024
 
 
@@ -93,7 +93,7 @@ cdef object reader_to_feed(object protocol):
     return reader
 
 
-cdef ssize_t feed_stream_reader(object protocol, int fd, Py_ssize_t* last_size,
+cdef ssize_t feed_stream_reader(object protocol, int fd, Py_ssize_t* hint,
                                 int* err) except -3:
     """One recv() from fd onto the end of the buffer of the StreamReader
     protocol.data_received() would feed, then the rest of feed_data(): wake
@@ -102,7 +102,7 @@ cdef ssize_t feed_stream_reader(object protocol, int fd, Py_ssize_t* last_size,
     Returns the count, 0 at EOF, -1 with *err set if recv() failed, -2 if
     the reader cannot be fed here (nothing was read: call data_received())."""
     cdef ssize_t n
-    cdef Py_ssize_t before
+    cdef Py_ssize_t before, room
     reader = reader_to_feed(protocol)
     if reader is None:
         return -2
@@ -110,23 +110,32 @@ cdef ssize_t feed_stream_reader(object protocol, int fd, Py_ssize_t* last_size,
     if type(buf) is not bytearray or fl_bytearray_exports(buf):
         return -2           # extend() would fail or be someone else's
     before = PyByteArray_GET_SIZE(buf)
-    if last_size[0] >= DIRECT_MIN:
-        # Large reads land in the buffer itself: no copy at all.
-        PyByteArray_Resize(buf, before + READ_SIZE)
-        n = recv(fd, PyByteArray_AS_STRING(buf) + before, READ_SIZE, 0)
+    if hint[0] >= DIRECT_MIN:
+        # Large reads land in the buffer itself, grown by about the size of
+        # the recent ones: growing it by a full READ_SIZE each time would
+        # take its memory from mmap() or a trimmed heap, and receiving into
+        # fresh pages costs a page fault per 4 KiB (more than the copy).
+        room = min(hint[0] + hint[0] // 8, <Py_ssize_t>READ_SIZE)
+        PyByteArray_Resize(buf, before + room)
+        n = recv(fd, PyByteArray_AS_STRING(buf) + before, room, 0)
         err[0] = errno
         PyByteArray_Resize(buf, before + (n if n > 0 else 0))
+        if n == room:
+            # There may be more: make the next read larger.
+            hint[0] = min(2 * room, <Py_ssize_t>READ_SIZE)
+        elif n > 0:
+            # Follow a smaller read slowly: it may be part of a message.
+            hint[0] = max(n, hint[0] - hint[0] // 8)
     else:
-        # Small ones are copied in: growing the buffer by READ_SIZE and
-        # shrinking it back costs more than the copy.
+        # Small ones are copied in from the shared receive buffer.
         n = read_some(fd, READ_SIZE)
         err[0] = errno
         if n > 0:
             PyByteArray_Resize(buf, before + n)
             memcpy(PyByteArray_AS_STRING(buf) + before, last_read_data(), n)
+            hint[0] = n
     if n <= 0:
         return n
-    last_size[0] = n
     # feed_data() after its buffer.extend(data):
     waiter = reader._waiter
     if waiter is not None:

@@ -545,7 +545,7 @@ cdef class SocketTransport(TransportBase):
     cdef object buffer_updated
     cdef bint buffered                 # BufferedProtocol: read into its buffer
     cdef bint feeds_stream             # StreamReaderProtocol: feed its reader in C
-    cdef Py_ssize_t last_read          # the size of the last read fed to it
+    cdef Py_ssize_t read_hint          # how much to read for it (see _streams.pxd)
     cdef object empty_waiter           # loop.sendfile() waits for the buffer to drain
     cdef object pending                # the first deferred write (see settle_writes)
     cdef Py_ssize_t sent_of_first      # bytes of buffer[0] already sent
@@ -643,7 +643,7 @@ cdef class SocketTransport(TransportBase):
         self.delivering = True
         try:
             while True:
-                n = feed_stream_reader(self.protocol, self._sock_fd, &self.last_read, &err)
+                n = feed_stream_reader(self.protocol, self._sock_fd, &self.read_hint, &err)
                 if n != -1 or err != EINTR:
                     break
         except BaseException as exc:
