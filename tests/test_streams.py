@@ -37,6 +37,22 @@ async def connected(**kwargs):
     return reader, writer, peer
 
 
+async def connected_with(protocol_factory):
+    """A transport made with protocol_factory on one end of a socket pair,
+    and the other end as a non-blocking socket."""
+    ours, peer = socket.socketpair()
+    peer.setblocking(False)
+    loop = asyncio.get_running_loop()
+    transport, _ = await loop.create_connection(protocol_factory, sock=ours)
+    return transport, peer
+
+
+async def disconnect(transport, peer):
+    transport.close()
+    await spin(3)
+    peer.close()
+
+
 async def close(writer, peer):
     """Close both ends; what wait_closed() raised (the connection's error),
     or None."""
@@ -224,15 +240,11 @@ def test_subclass_overriding_data_received_is_called(loop):
             super().data_received(data)
 
     async def main():
-        ours, peer = socket.socketpair()
-        peer.setblocking(False)
         reader = asyncio.StreamReader()
-        transport, _ = await loop.create_connection(lambda: Counting(reader), sock=ours)
+        transport, peer = await connected_with(lambda: Counting(reader))
         await loop.sock_sendall(peer, b"b" * 30_000)
         got = await reader.readexactly(30_000)
-        transport.close()
-        await spin(3)
-        peer.close()
+        await disconnect(transport, peer)
         return got
 
     assert run(loop, main()) == b"b" * 30_000
@@ -249,16 +261,11 @@ def test_reader_subclass_overriding_feed_data_is_called(loop):
             super().feed_data(data.upper())
 
     async def main():
-        ours, peer = socket.socketpair()
-        peer.setblocking(False)
         reader = Reader()
-        transport, _ = await loop.create_connection(
-            lambda: asyncio.StreamReaderProtocol(reader), sock=ours)
+        transport, peer = await connected_with(lambda: asyncio.StreamReaderProtocol(reader))
         await loop.sock_sendall(peer, b"shout")
         got = await reader.readexactly(5)
-        transport.close()
-        await spin(3)
-        peer.close()
+        await disconnect(transport, peer)
         return got
 
     assert run(loop, main()) == b"SHOUT"
@@ -320,17 +327,13 @@ def test_data_for_a_collected_reader_is_dropped(loop):
     contexts = record_handler(loop)
 
     async def main():
-        ours, peer = socket.socketpair()
-        peer.setblocking(False)
         protocol = asyncio.StreamReaderProtocol(asyncio.StreamReader())
-        transport, _ = await loop.create_connection(lambda: protocol, sock=ours)
+        transport, peer = await connected_with(lambda: protocol)
         for size in (10, 100_000, 10):
             await loop.sock_sendall(peer, b"d" * size)
             await spin(5)
         state = protocol._stream_reader, transport.is_closing()
-        transport.close()
-        await spin(3)
-        peer.close()
+        await disconnect(transport, peer)
         return state
 
     assert run(loop, main()) == (None, False)
