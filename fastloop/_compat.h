@@ -8,6 +8,7 @@
 #define FASTLOOP_COMPAT_H
 
 #include <errno.h>
+#include <locale.h>
 #include <string.h>
 #include <stdint.h>
 #include <time.h>
@@ -138,6 +139,31 @@ static inline int fl_context_entered(PyObject *ctx) {
 static inline void fl_context_set_vars(PyObject *ctx, PyObject *vars) {
     Py_INCREF(vars);
     Py_SETREF(((fl_context_layout *)ctx)->ctx_vars, vars);
+}
+
+/* strerror(err) as a str (the message the socket module puts in its
+ * OSErrors). glibc's strerror() looks the text up through gettext on every
+ * call (~600 instructions: a peer reset costs one); while LC_MESSAGES is
+ * "C" or "POSIX" (Python's default: it sets only LC_CTYPE) the text is the
+ * untranslated one, and is kept per errno. New reference, NULL on error. */
+static PyObject *fl_strerror_texts[160];
+static inline PyObject *fl_strerror(int err) {
+    const char *messages = setlocale(LC_MESSAGES, NULL);
+    int keep = err >= 0 && err < (int)(sizeof(fl_strerror_texts) / sizeof(fl_strerror_texts[0]))
+               && messages != NULL
+               && (strcmp(messages, "C") == 0 || strcmp(messages, "POSIX") == 0);
+    PyObject *text;
+    if (keep && fl_strerror_texts[err] != NULL) {
+        Py_INCREF(fl_strerror_texts[err]);
+        return fl_strerror_texts[err];
+    }
+    const char *raw = strerror(err);
+    text = PyUnicode_DecodeUTF8(raw, (Py_ssize_t)strlen(raw), "replace");
+    if (keep && text != NULL) {
+        Py_INCREF(text);
+        fl_strerror_texts[err] = text;
+    }
+    return text;
 }
 
 /* Reuse of a bytes object nobody else references (see _recvbuf.pyx): its

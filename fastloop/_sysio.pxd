@@ -2,7 +2,6 @@
 # and turning their errno into the exception the socket module would raise.
 
 from libc.errno cimport EAGAIN
-from libc.string cimport strerror
 
 cdef extern from "<errno.h>":
     int EWOULDBLOCK
@@ -18,9 +17,13 @@ cdef extern from "_compat.h":
     int FL_MSG_NOSIGNAL          # MSG_NOSIGNAL where it exists, else 0
 
 
+cdef extern from "_compat.h":
+    object fl_strerror(int err)
+
+
 cdef inline object os_error(int err):
     # OSError(errno, ...) picks the subclass (ConnectionResetError, ...).
-    return OSError(err, strerror(err).decode("utf-8", "replace"))
+    return OSError(err, fl_strerror(err))
 
 
 cdef inline bint would_block(int err) noexcept:

@@ -14,6 +14,7 @@ import errno
 import gc
 import hashlib
 import io
+import locale
 import logging
 import os
 import pathlib
@@ -1148,7 +1149,18 @@ def test_connection_lost_on_peer_reset(loop):
 
 
 @pytest.mark.timeout(30)
-def test_stream_reader_sees_peer_reset(loop):
+@pytest.mark.parametrize("messages_locale", [None, "C.UTF-8"])
+def test_stream_reader_sees_peer_reset(loop, messages_locale):
+    """The reset arrives as the socket module reports it: ConnectionResetError
+    with the errno and its strerror() text (fastloop keeps the untranslated
+    texts per errno; another LC_MESSAGES locale is asked each time)."""
+    if messages_locale is not None:
+        saved = locale.setlocale(locale.LC_MESSAGES)
+        try:
+            locale.setlocale(locale.LC_MESSAGES, messages_locale)
+        except locale.Error:
+            pytest.skip(f"no {messages_locale} locale here")
+
     async def main():
         accepted = loop.create_future()
 
@@ -1167,9 +1179,13 @@ def test_stream_reader_sees_peer_reset(loop):
         with pytest.raises(ConnectionResetError):
             await writer.wait_closed()
         await close_server(srv)
-        return info.value.errno
+        return info.value.errno, info.value.strerror
 
-    assert run(loop, main()) == errno.ECONNRESET
+    try:
+        assert run(loop, main()) == (errno.ECONNRESET, os.strerror(errno.ECONNRESET))
+    finally:
+        if messages_locale is not None:
+            locale.setlocale(locale.LC_MESSAGES, saved)
 
 
 @pytest.mark.timeout(60)
