@@ -16,6 +16,7 @@ from cpython.buffer cimport PyObject_GetBuffer, PyBuffer_Release, PyBUF_SIMPLE, 
 from cpython.contextvars cimport PyContext_CopyCurrent
 from cpython.weakref cimport PyWeakref_NewRef
 from libc.errno cimport errno, EINTR, ECONNABORTED
+from libc.string cimport memcmp, memcpy
 from posix.unistd cimport close as close_fd
 
 from fastloop._handles cimport Handle, WriteSettler, new_handle
@@ -1205,14 +1206,30 @@ cdef object accept_inet(loop, protocol_factory, sock, server, Py_ssize_t backlog
     return False
 
 
+# A server's connections share its address: the last one is kept (tuples
+# and strs are immutable), as is the text of the last IPv4 host, which a
+# server's clients often share too.
+cdef sockaddr_in _own_sockaddr
+cdef object _own_address = None
+cdef unsigned int _host_octets
+cdef str _host_text = None
+
+
 cdef object own_inet_address(int fd):
     """sock.getsockname() of an internet socket, or None as asyncio's
     transports record a failure."""
+    global _own_address
     cdef sockaddr_storage addr
     cdef socklen_t size = sizeof(addr)
     if getsockname(fd, <sockaddr*>&addr, &size) < 0:
         return None
-    return inet_address(&addr)
+    if addr.ss_family != AF_INET:
+        return inet_address(&addr)
+    if _own_address is not None and memcmp(&_own_sockaddr, &addr, sizeof(sockaddr_in)) == 0:
+        return _own_address
+    _own_address = inet_address(&addr)
+    memcpy(&_own_sockaddr, &addr, sizeof(sockaddr_in))
+    return _own_address
 
 
 cdef object inet_address(sockaddr_storage* addr):
@@ -1222,11 +1239,15 @@ cdef object inet_address(sockaddr_storage* addr):
     cost more than the rest of the address."""
     cdef char text[64]
     cdef int n = 0, i
-    cdef unsigned int octet
+    cdef unsigned int octet, raw
     cdef unsigned char* octets
     cdef sockaddr_in6* in6
+    global _host_text, _host_octets
     if addr.ss_family == AF_INET:
         octets = <unsigned char*>&(<sockaddr_in*>addr).sin_addr
+        memcpy(&raw, octets, 4)
+        if _host_text is not None and raw == _host_octets:
+            return (_host_text, ntohs((<sockaddr_in*>addr).sin_port))
         for i in range(4):
             octet = octets[i]
             if octet >= 100:
@@ -1239,7 +1260,9 @@ cdef object inet_address(sockaddr_storage* addr):
             n += 1
             text[n] = 46                          # "."
             n += 1
-        return (text[:n - 1].decode("ascii"), ntohs((<sockaddr_in*>addr).sin_port))
+        _host_text = text[:n - 1].decode("ascii")
+        _host_octets = raw
+        return (_host_text, ntohs((<sockaddr_in*>addr).sin_port))
     in6 = <sockaddr_in6*>addr
     inet_ntop(AF_INET6, &in6.sin6_addr, text, sizeof(text))
     return (text.decode("ascii"), ntohs(in6.sin6_port), ntohl(in6.sin6_flowinfo),

@@ -1494,6 +1494,46 @@ def test_servers_work_with_a_replaced_transports_registry(impl):
 
 
 @pytest.mark.timeout(30)
+def test_accepted_connections_report_their_own_addresses(loop):
+    """Each accepted connection's sockname/peername are its own: connections
+    alternate between two servers and two client source hosts (fastloop
+    keeps the last server address and host text it made)."""
+    try:
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.2", 0))
+        hosts = ("127.0.0.1", "127.0.0.2")
+    except OSError:             # only 127.0.0.1 on this system's loopback
+        hosts = ("127.0.0.1",)
+
+    async def main():
+        seen = []
+
+        class Recorder(asyncio.Protocol):
+            def connection_made(self, transport):
+                seen.append((transport.get_extra_info("sockname"),
+                             transport.get_extra_info("peername")))
+                transport.close()
+
+        servers = [await loop.create_server(Recorder, "127.0.0.1", 0) for _ in range(2)]
+        expected = []
+        for i in range(6):
+            server_addr = servers[i % 2].sockets[0].getsockname()
+            with socket.socket() as client:
+                client.bind((hosts[i // 2 % len(hosts)], 0))
+                client.setblocking(False)
+                await loop.sock_connect(client, server_addr)
+                expected.append((server_addr, client.getsockname()))
+                while len(seen) <= i:
+                    await asyncio.sleep(0)
+        for srv in servers:
+            await close_server(srv)
+        return seen, expected
+
+    seen, expected = run(loop, main())
+    assert seen == expected
+
+
+@pytest.mark.timeout(30)
 def test_extra_info_socket_is_one_wrapper_that_outlives_the_connection(loop, sockpair):
     """get_extra_info("socket"): the same asyncio.TransportSocket on every
     call, also when first asked for after the transport closed."""

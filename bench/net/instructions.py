@@ -91,6 +91,9 @@ def measure(args, loop, cell, tmp):
         server.wait()
     dumps = sorted(glob.glob(out + ".*"), key=lambda p: int(p.rsplit(".", 1)[1]))
     costs = exclusive_costs(dumps[-1])
+    if args.keep:
+        os.makedirs(args.keep, exist_ok=True)
+        shutil.copy(dumps[-1], os.path.join(args.keep, f"callgrind.{loop}.{cell}"))
     return requests, costs
 
 
@@ -101,6 +104,9 @@ def main():
     p.add_argument("--duration", type=float, default=4.0, help="seconds of client load (default 4)")
     p.add_argument("--conns", type=int, default=8)
     p.add_argument("--by-module", action="store_true", help="also break the counts down by module")
+    p.add_argument("--keep", metavar="DIR",
+                   help="keep each measured callgrind dump in DIR (callgrind.LOOP.CELL), "
+                        "for callgrind_annotate --inclusive=yes --tree=caller")
     p.add_argument("--top", type=int, default=0, metavar="N",
                    help="also list the N costliest functions (instructions/request)")
     args = p.parse_args()
