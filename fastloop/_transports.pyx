@@ -54,6 +54,7 @@ cdef extern from "Python.h":
 cdef extern from "_compat.h":
     # Returns a plain pointer: the caller checks for NULL itself.
     PyObject* fl_call_one(object f, object arg)
+    bint fl_method_is(object obj, object name, object func) except -1
     object fl_new_socket(object cls, object base, tuple args)
 
 # get_buffer()'s argument: asyncio passes -1, "no size hint".
@@ -107,6 +108,49 @@ cdef Py_ssize_t _LOG_THRESHOLD_FOR_CONNLOST_WRITES = _constants.LOG_THRESHOLD_FO
 # Python 3.13's Server tracks its client transports: _attach(transport).
 cdef bint _SERVER_ATTACH_TAKES_TRANSPORT = (
     len(inspect.signature(_base_events.Server._attach).parameters) > 1)
+
+
+cdef object _asyncio_server_method(str name):
+    """asyncio.Server's own method `name` (before 3.13: a count of active
+    connections), or None if something replaced it before this import."""
+    func = _base_events.Server.__dict__.get(name)
+    if (_SERVER_ATTACH_TAKES_TRANSPORT or getattr(func, "__module__", None) != "asyncio.base_events"
+            or getattr(func, "__qualname__", None) != "Server." + name):
+        return None
+    return func
+
+
+# Before 3.13, Server._attach()/_detach() keep a count of the connections,
+# and a Python frame each was ~1000 instructions of a connection's set-up
+# and teardown. While a server's methods resolve to asyncio's own (checked
+# on each use, as Python would look them up), the count is kept here as
+# they keep it; when their assertion would fail, they are called to fail.
+cdef object _server_attach = _asyncio_server_method("_attach")
+cdef object _server_detach = _asyncio_server_method("_detach")
+
+
+cdef bint counted_in(server) except -1:
+    """What asyncio's Server._attach() does, if it is what would run."""
+    if _server_attach is None or not fl_method_is(server, "_attach", _server_attach):
+        return False
+    if server._sockets is None:
+        return False                    # its assertion
+    server._active_count += 1
+    return True
+
+
+cdef bint counted_out(server) except -1:
+    """What asyncio's Server._detach() does, if it is what would run."""
+    if _server_detach is None or not fl_method_is(server, "_detach", _server_detach):
+        return False
+    count = server._active_count
+    if not count > 0:
+        return False                    # its assertion
+    count -= 1
+    server._active_count = count
+    if count == 0 and server._sockets is None:
+        server._wakeup()
+    return True
 
 
 cdef extern from "Python.h":
@@ -298,7 +342,7 @@ cdef class TransportBase(WriteSettler):
             self.server = None
             if _SERVER_ATTACH_TAKES_TRANSPORT:
                 server._detach(self)
-            else:
+            elif not counted_out(server):
                 server._detach()
 
     def is_reading(self):
@@ -565,7 +609,7 @@ cdef class SocketTransport(TransportBase):
         if server is not None:
             if _SERVER_ATTACH_TAKES_TRANSPORT:
                 server._attach(self)
-            else:
+            elif not counted_in(server):
                 server._attach()
         if not known & TCP_KNOWN:
             set_nodelay(sock)

@@ -1534,6 +1534,54 @@ def test_accepted_connections_report_their_own_addresses(loop):
 
 
 @pytest.mark.timeout(30)
+@pytest.mark.parametrize("patched", [False, True])
+def test_server_counts_its_connections(loop, monkeypatch, patched):
+    """asyncio.Server learns of each connection (_attach) and its end
+    (_detach), which decides when wait_closed() returns (3.12+); patched
+    methods are what runs."""
+    calls = []
+    if patched:
+        for name in ("_attach", "_detach"):
+            original = getattr(asyncio.base_events.Server, name)
+
+            def wrapper(self, *args, _name=name, _original=original):
+                calls.append(_name)
+                return _original(self, *args)
+
+            monkeypatch.setattr(asyncio.base_events.Server, name, wrapper)
+
+    async def main():
+        tracker = ServerTracker(loop)
+        srv = await loop.create_server(tracker, "127.0.0.1", 0)
+        clients = []
+        for _ in range(3):
+            reader, writer = await asyncio.open_connection(*srv.sockets[0].getsockname())
+            clients.append(writer)
+        while len(tracker.protos) < 3:
+            await asyncio.sleep(0)
+        await tracker.protos[0].made
+        # The count itself, where asyncio keeps one (before 3.13).
+        counts = [getattr(srv, "_active_count", None)]
+        srv.close()
+        waiting = asyncio.ensure_future(srv.wait_closed())
+        await spin(5)
+        waited_for_clients = not waiting.done()
+        for writer in clients:
+            writer.close()
+            await writer.wait_closed()
+        await tracker.wait_closed(3)
+        await asyncio.wait_for(waiting, 5)
+        counts.append(getattr(srv, "_active_count", None))
+        return waited_for_clients, counts
+
+    waited_for_clients, counts = run(loop, main())
+    assert counts == ([3, 0] if sys.version_info < (3, 13) else [None, None])
+    # 3.12 made wait_closed() wait for the connections to end.
+    assert waited_for_clients == (sys.version_info >= (3, 12))
+    assert sorted(calls) == (["_attach"] * 3 + ["_detach"] * 3 if patched else [])
+
+
+@pytest.mark.timeout(30)
 def test_extra_info_socket_is_one_wrapper_that_outlives_the_connection(loop, sockpair):
     """get_extra_info("socket"): the same asyncio.TransportSocket on every
     call, also when first asked for after the transport closed."""
