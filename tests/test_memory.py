@@ -103,8 +103,9 @@ async def _network_round(loop, port, n):
     # closed n times.
     for _ in range(n):
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        writer.write(b"x" * 100)
-        await reader.readexactly(100)
+        for size in (100, 20_000):      # the reader fed by copying, and directly
+            writer.write(b"x" * size)
+            await reader.readexactly(size)
         writer.close()
         await writer.wait_closed()
         a, b = socket.socketpair()
