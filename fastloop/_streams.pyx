@@ -24,6 +24,7 @@ from libc.string cimport memcpy
 
 from fastloop._sysio cimport ssize_t, recv
 from fastloop._recvbuf cimport READ_SIZE, read_some, last_read_data
+from fastloop._originals cimport original
 
 from asyncio import streams as _streams
 
@@ -46,21 +47,10 @@ cdef object _Protocol = _streams.StreamReaderProtocol
 cdef object _Reader = _streams.StreamReader
 
 
-cdef object _own(object owner, str name, str kind):
-    """owner.name as asyncio.streams defines it, or None when something
-    replaced it before fastloop was imported (the fast path stays off)."""
-    value = owner.__dict__.get(name)
-    func = value.fget if kind == "property" and isinstance(value, property) else value
-    if (getattr(func, "__module__", None) == "asyncio.streams"
-            and getattr(func, "__qualname__", "").endswith("." + name)):
-        return value
-    return None
-
-
-cdef object _DATA_RECEIVED = _own(_Protocol, "data_received", "function")
-cdef object _STREAM_READER = _own(_Protocol, "_stream_reader", "property")
-cdef object _FEED_DATA = _own(_Reader, "feed_data", "function")
-cdef object _WAKEUP_WAITER = _own(_Reader, "_wakeup_waiter", "function")
+cdef object _DATA_RECEIVED = original(_Protocol, "data_received", "asyncio.streams")
+cdef object _STREAM_READER = original(_Protocol, "_stream_reader", "asyncio.streams")
+cdef object _FEED_DATA = original(_Reader, "feed_data", "asyncio.streams")
+cdef object _WAKEUP_WAITER = original(_Reader, "_wakeup_waiter", "asyncio.streams")
 cdef bint _KNOWN = (_DATA_RECEIVED is not None and _STREAM_READER is not None
                     and _FEED_DATA is not None and _WAKEUP_WAITER is not None)
 

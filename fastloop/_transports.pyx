@@ -24,6 +24,7 @@ from fastloop._core cimport LoopCore
 from fastloop._poller cimport READABLE, WRITABLE
 from fastloop._recvbuf cimport READ_SIZE, read_some, received
 from fastloop._streams cimport runs_stream_reader_protocol, feed_stream_reader
+from fastloop._originals cimport original
 from fastloop._sysio cimport (ssize_t, iovec, recv, send, writev, FL_MSG_NOSIGNAL,
                              os_error, would_block, FL_HAVE_ACCEPT4, SOCK_NONBLOCK,
                              AF_INET, AF_INET6, socklen_t, sockaddr, sockaddr_storage,
@@ -85,14 +86,12 @@ cdef object _TCP_NODELAY = getattr(_socket_base, "TCP_NODELAY", None)
 # nobody has replaced those methods (checked on each use, and at import:
 # methods patched in before fastloop was imported are not the socket
 # module's own).
-cdef object _socket_init = _Socket.__init__
-cdef object _socket_close = _Socket.close
+cdef object _socket_init = original(_Socket, "__init__", "socket")
+cdef object _socket_close = original(_Socket, "close", "socket")
 cdef object _socket_base_close = _SocketBase.close
 cdef bint _SOCKET_SLOTS_KNOWN = (
     tuple(getattr(_Socket, "__slots__", ())) == ("__weakref__", "_io_refs", "_closed")
-    and getattr(_socket_init, "__qualname__", None) == "socket.__init__"
-    and getattr(_socket_close, "__qualname__", None) == "socket.close"
-    and getattr(_socket_init, "__module__", None) == getattr(_socket_close, "__module__", 0) == "socket")
+    and _socket_init is not None and _socket_close is not None)
 cdef tuple _INET_FAMILIES = (int(_socket.AF_INET), int(_socket.AF_INET6))
 cdef object _SOCK_STREAM = int(_socket.SOCK_STREAM)
 cdef object _IPPROTO_TCP = int(_socket.IPPROTO_TCP)
@@ -110,23 +109,15 @@ cdef bint _SERVER_ATTACH_TAKES_TRANSPORT = (
     len(inspect.signature(_base_events.Server._attach).parameters) > 1)
 
 
-cdef object _asyncio_server_method(str name):
-    """asyncio.Server's own method `name` (before 3.13: a count of active
-    connections), or None if something replaced it before this import."""
-    func = _base_events.Server.__dict__.get(name)
-    if (_SERVER_ATTACH_TAKES_TRANSPORT or getattr(func, "__module__", None) != "asyncio.base_events"
-            or getattr(func, "__qualname__", None) != "Server." + name):
-        return None
-    return func
-
-
 # Before 3.13, Server._attach()/_detach() keep a count of the connections,
 # and a Python frame each was ~1000 instructions of a connection's set-up
 # and teardown. While a server's methods resolve to asyncio's own (checked
 # on each use, as Python would look them up), the count is kept here as
 # they keep it; when their assertion would fail, they are called to fail.
-cdef object _server_attach = _asyncio_server_method("_attach")
-cdef object _server_detach = _asyncio_server_method("_detach")
+cdef object _server_attach = (None if _SERVER_ATTACH_TAKES_TRANSPORT else
+                              original(_base_events.Server, "_attach", "asyncio.base_events"))
+cdef object _server_detach = (None if _SERVER_ATTACH_TAKES_TRANSPORT else
+                              original(_base_events.Server, "_detach", "asyncio.base_events"))
 
 
 cdef bint counted_in(server) except -1:

@@ -1,0 +1,16 @@
+# The stdlib functions some of fastloop's C paths stand in for. Each such path
+# runs only while the function Python would call is the stdlib's own, so
+# that a replaced, patched or overriding one is still called; this finds the
+# originals at import.
+
+
+cdef inline object original(object owner, str name, str module):
+    """owner.name (a function, or a property whose getter is checked) as
+    `module` defines it; None if something replaced it before fastloop was
+    imported (the path that stands in for it then stays off)."""
+    value = owner.__dict__.get(name)
+    func = value.fget if isinstance(value, property) else value
+    if (getattr(func, "__module__", None) == module
+            and getattr(func, "__qualname__", None) == f"{owner.__name__}.{name}"):
+        return value
+    return None
