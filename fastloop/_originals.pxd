@@ -1,7 +1,13 @@
 # The stdlib functions some of fastloop's C paths stand in for. Each such path
 # runs only while the function Python would call is the stdlib's own, so
-# that a replaced, patched or overriding one is still called; this finds the
-# originals at import.
+# that a replaced, patched or overriding one is still called: original()
+# finds them at import, fl_method_is() checks on each use that a method
+# still resolves to one.
+
+cdef extern from "_compat.h":
+    # obj.name, looked up as Python would (type, then instance attributes),
+    # is func itself: nobody patched, overrode or shadowed it.
+    bint fl_method_is(object obj, object name, object func) noexcept
 
 
 cdef inline object original(object owner, str name, str module):

@@ -3,10 +3,12 @@
 asyncio.start_server() and open_connection() put a StreamReaderProtocol on
 the transport. Each read then runs four Python frames (the protocol's
 data_received(), its _stream_reader property, StreamReader.feed_data() and
-_wakeup_waiter()) and copies the data twice in user space: into a bytes
-object, then onto the end of the reader's bytearray. While all four are
-asyncio's own code, feed_stream_reader() takes the same steps in C and
-receives straight onto the end of the reader's buffer. Anything else (a
+_wakeup_waiter()) and copies the data onto the end of the reader's
+bytearray from the bytes object it was delivered in. While all four are
+asyncio's own code, feed_stream_reader() takes the same steps in C without
+the bytes object: small reads are copied in from the shared receive buffer,
+large ones received straight onto the end of the reader's buffer. Anything
+else (a
 patched or overriding method, a reader at EOF, a buffer that is exported or
 not a bytearray) is left to data_received() and runs as in asyncio.
 
@@ -19,12 +21,11 @@ from cpython.object cimport PyObject, PyTypeObject, Py_TYPE
 from cpython.method cimport PyMethod_Check, PyMethod_GET_FUNCTION
 from cpython.bytearray cimport PyByteArray_AS_STRING, PyByteArray_GET_SIZE, PyByteArray_Resize
 from libc.errno cimport errno
-
 from libc.string cimport memcpy
 
 from fastloop._sysio cimport ssize_t, recv
 from fastloop._recvbuf cimport READ_SIZE, read_some, last_read_data
-from fastloop._originals cimport original
+from fastloop._originals cimport original, fl_method_is
 
 from asyncio import streams as _streams
 
@@ -33,7 +34,6 @@ cdef extern from "Python.h":
     PyObject* _PyType_Lookup(PyTypeObject* type, object name)
 
 cdef extern from "_compat.h":
-    bint fl_method_is(object obj, object name, object func) except -1
     Py_ssize_t fl_bytearray_exports(object b)
 
 

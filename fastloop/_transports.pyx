@@ -24,7 +24,7 @@ from fastloop._core cimport LoopCore
 from fastloop._poller cimport READABLE, WRITABLE
 from fastloop._recvbuf cimport READ_SIZE, read_some, received
 from fastloop._streams cimport runs_stream_reader_protocol, feed_stream_reader
-from fastloop._originals cimport original
+from fastloop._originals cimport original, fl_method_is
 from fastloop._sysio cimport (ssize_t, iovec, recv, send, writev, FL_MSG_NOSIGNAL,
                              os_error, would_block, FL_HAVE_ACCEPT4, SOCK_NONBLOCK,
                              AF_INET, AF_INET6, socklen_t, sockaddr, sockaddr_storage,
@@ -55,7 +55,6 @@ cdef extern from "Python.h":
 cdef extern from "_compat.h":
     # Returns a plain pointer: the caller checks for NULL itself.
     PyObject* fl_call_one(object f, object arg)
-    bint fl_method_is(object obj, object name, object func) except -1
     object fl_new_socket(object cls, object base, tuple args)
 
 # get_buffer()'s argument: asyncio passes -1, "no size hint".
