@@ -18,7 +18,7 @@ attributes included), so a patch made at any time is honoured. The state is
 read and written through the attributes asyncio's code uses.
 """
 from cpython.object cimport PyObject, PyTypeObject, Py_TYPE
-from cpython.method cimport PyMethod_Check, PyMethod_GET_FUNCTION
+from cpython.method cimport PyMethod_Check, PyMethod_GET_FUNCTION, PyMethod_GET_SELF
 from cpython.bytearray cimport PyByteArray_AS_STRING, PyByteArray_GET_SIZE, PyByteArray_Resize
 from libc.errno cimport errno
 from libc.string cimport memcpy
@@ -55,12 +55,13 @@ cdef bint _KNOWN = (_DATA_RECEIVED is not None and _STREAM_READER is not None
                     and _FEED_DATA is not None and _WAKEUP_WAITER is not None)
 
 
-cdef bint runs_stream_reader_protocol(object data_received) noexcept:
-    """data_received (a protocol's bound method, as the transport holds it)
-    is asyncio's StreamReaderProtocol.data_received, which
+cdef bint runs_stream_reader_protocol(object protocol, object data_received) noexcept:
+    """data_received (the bound method the transport took from protocol) is
+    asyncio's StreamReaderProtocol.data_received of that protocol, which
     feed_stream_reader() can stand in for."""
     return (_KNOWN and PyMethod_Check(data_received)
-            and PyMethod_GET_FUNCTION(data_received) == <PyObject*>_DATA_RECEIVED)
+            and PyMethod_GET_FUNCTION(data_received) == <PyObject*>_DATA_RECEIVED
+            and PyMethod_GET_SELF(data_received) == <PyObject*>protocol)
 
 
 cdef object reader_to_feed(object protocol):

@@ -1013,7 +1013,7 @@ cdef class SocketTransport(TransportBase):
             self.buffered = False
             self.data_received = protocol.data_received
             self.get_buffer = self.buffer_updated = None
-        self.feeds_stream = runs_stream_reader_protocol(self.data_received)
+        self.feeds_stream = runs_stream_reader_protocol(protocol, self.data_received)
         TransportBase.set_protocol(self, protocol)
 
     def _make_empty_waiter(self):

@@ -252,6 +252,24 @@ def test_subclass_overriding_data_received_is_called(loop):
 
 
 @pytest.mark.timeout(30)
+def test_data_received_borrowed_from_another_protocol_is_called(loop):
+    """A protocol whose data_received is another StreamReaderProtocol's bound
+    method feeds that one's reader, as asyncio calls it."""
+    async def main():
+        ours, theirs = asyncio.StreamReader(), asyncio.StreamReader()
+        protocol = asyncio.StreamReaderProtocol(ours)
+        protocol.data_received = asyncio.StreamReaderProtocol(theirs).data_received
+        transport, peer = await connected_with(lambda: protocol)
+        await loop.sock_sendall(peer, b"elsewhere")
+        got = await theirs.readexactly(9)
+        left = bytes(ours._buffer)
+        await disconnect(transport, peer)
+        return got, left
+
+    assert run(loop, main()) == (b"elsewhere", b"")
+
+
+@pytest.mark.timeout(30)
 def test_reader_subclass_overriding_feed_data_is_called(loop):
     seen = []
 
