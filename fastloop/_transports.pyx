@@ -630,12 +630,17 @@ cdef class SocketTransport(TransportBase):
             err = errno
             if err == EINTR:
                 continue
-            if not would_block(err):
-                self.fatal_error(os_error(err), "Fatal read error on socket transport")
-            return 0
+            return self.read_failed(err)
         if n == 0:
             return self.on_eof()
         return self.deliver(received(n))
+
+    cdef int read_failed(self, int err) except -1:
+        """A read's recv() failed with err: nothing to read yet, or the
+        connection's fatal read error."""
+        if not would_block(err):
+            self.fatal_error(os_error(err), "Fatal read error on socket transport")
+        return 0
 
     cdef int deliver(self, bytes data) except -1:
         """Hand what was read to the protocol's data_received()."""
@@ -693,8 +698,8 @@ cdef class SocketTransport(TransportBase):
             self.on_eof()
         elif n == -2:
             return False
-        elif not would_block(err):
-            self.fatal_error(os_error(err), "Fatal read error on socket transport")
+        else:
+            self.read_failed(err)
         return True
 
     cdef int read_into_protocol_buffer(self) except -1:
@@ -731,9 +736,7 @@ cdef class SocketTransport(TransportBase):
                 break
         PyBuffer_Release(&view)
         if n < 0:
-            if not would_block(err):
-                self.fatal_error(os_error(err), "Fatal read error on socket transport")
-            return 0
+            return self.read_failed(err)
         if n == 0:
             return self.on_eof()
         self.delivering = True
