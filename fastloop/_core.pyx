@@ -463,7 +463,7 @@ cdef class LoopCore(LoopBase):
             old = entry.writer
             entry.writer = <PyObject*>handle
         if old != NULL:
-            (<Handle>old).cancel()
+            (<Handle>old).cancel_now()
             release_handle(old)
         return 0
 
@@ -533,7 +533,7 @@ cdef class LoopCore(LoopBase):
             entry.writer = NULL
         if old == NULL:
             return False
-        (<Handle>old).cancel()
+        (<Handle>old).cancel_now()
         release_handle(old)
         return True
 

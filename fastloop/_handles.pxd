@@ -48,6 +48,10 @@ cdef class Handle:
     # must leave the loop (KeyboardInterrupt, SystemExit); any other error goes
     # to the loop's exception handler.
     cdef int run(self) except -1
+    # Handle.cancel() without its Python-level call: for the loop's own fd
+    # readers and writers, which are Handles or IOHandles (whose cancel() is
+    # this), never TimerHandles.
+    cdef int cancel_now(self) except -1
     cdef _report(self, exc)
     cdef _keep_context_changes(self, object vars_before)
     cdef _unshare_context(self)

@@ -190,6 +190,9 @@ cdef class Handle:
         self.run()
 
     def cancel(self):
+        self.cancel_now()
+
+    cdef int cancel_now(self) except -1:
         if not self._cancelled:
             self._cancelled = True
             if _loop_debug(self._loop):
@@ -198,6 +201,7 @@ cdef class Handle:
                 self._repr = repr(self)
             self._callback = None
             self._args = None
+        return 0
 
     def cancelled(self):
         return self._cancelled

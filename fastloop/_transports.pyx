@@ -15,7 +15,7 @@ from cpython.bytes cimport PyBytes_FromStringAndSize, PyBytes_AS_STRING, PyBytes
 from cpython.buffer cimport PyObject_GetBuffer, PyBuffer_Release, PyBUF_SIMPLE, PyBUF_WRITABLE
 from cpython.contextvars cimport PyContext_CopyCurrent
 from cpython.weakref cimport PyWeakref_NewRef
-from libc.errno cimport errno, EINTR, ECONNABORTED
+from libc.errno cimport errno, EINTR, ECONNABORTED, ECONNRESET
 from libc.string cimport memcmp, memcpy
 from posix.unistd cimport close as close_fd
 
@@ -205,8 +205,13 @@ cdef class TransportBase(WriteSettler):
     implement on_readable()/on_writable() and the write methods."""
 
     cdef LoopCore loop
-    cdef object sock
+    cdef object sock                   # the socket object; None once closed
     cdef readonly int _sock_fd
+    # An accepted connection's socket object is made only when something
+    # asks for it (get_extra_info("socket"), _sock, write_eof()...): until
+    # then the transport owns the bare fd, of this family, type and protocol.
+    cdef bint sock_deferred
+    cdef int sock_family, sock_type, sock_proto
     cdef object protocol
     cdef bint protocol_connected
     cdef dict extra                    # get_extra_info()'s, but for "socket":
@@ -243,8 +248,6 @@ cdef class TransportBase(WriteSettler):
         # extra (asyncio asks the socket, and so does this otherwise).
         if extra is None:
             extra = {}
-        self.extra = extra
-        self.unwrapped_sock = sock
         if not has_sockname:
             try:
                 extra["sockname"] = sock.getsockname()
@@ -255,19 +258,58 @@ cdef class TransportBase(WriteSettler):
                 extra["peername"] = sock.getpeername()
             except OSError:
                 extra["peername"] = None
-        self.loop = loop
         self.sock = sock
-        self._sock_fd = sock.fileno()
+        self.unwrapped_sock = sock
+        self.set_up(loop, sock.fileno(), protocol, extra)
+
+    cdef setup_deferred(self, LoopCore loop, int fd, int family, int type_, int proto,
+                        protocol, dict extra):
+        """setup() for an accepted fd whose socket object is not made yet
+        (extra holds both addresses)."""
+        self.sock_deferred = True
+        self.sock_family = family
+        self.sock_type = type_
+        self.sock_proto = proto
+        self.set_up(loop, fd, protocol, extra)
+
+    cdef set_up(self, LoopCore loop, int fd, protocol, dict extra):
+        self.extra = extra
+        self.loop = loop
+        self._sock_fd = fd
         self.context = PyContext_CopyCurrent()
         self.buffer = []
         self.high_water = 64 * 1024
         self.low_water = 16 * 1024
         self.set_protocol(protocol)
-        loop._transports[self._sock_fd] = self
+        loop._transports[fd] = self
+
+    cdef object socket_object(self):
+        """The transport's socket object (made now if it was deferred), or
+        None once closed."""
+        if self.sock_deferred:
+            self.sock = new_socket(self.sock_family, self.sock_type, self.sock_proto,
+                                   self._sock_fd)
+            self.sock_deferred = False
+            if "socket" not in self.extra:
+                self.unwrapped_sock = self.sock
+        return self.sock
+
+    cdef bint socket_open(self):
+        return self.sock is not None or self.sock_deferred
+
+    cdef close_own_socket(self):
+        """Close the socket (the bare fd, if its object was never made)."""
+        cdef int fd = self._sock_fd
+        if self.sock_deferred:
+            self.sock_deferred = False
+            close_owned_fd(fd)
+        elif self.sock is not None:
+            close_socket(self.sock)
+        self.sock = None
 
     def __repr__(self):
         info = [type(self).__name__]
-        if self.sock is None:
+        if not self.socket_open():
             info.append("closed")
         elif self.closing:
             info.append("closing")
@@ -279,9 +321,9 @@ cdef class TransportBase(WriteSettler):
         return "<{}>".format(" ".join(info))
 
     def __del__(self):
-        if self.sock is not None:
+        if self.socket_open():
             warnings.warn(f"unclosed transport {self!r}", ResourceWarning, source=self)
-            self.sock.close()
+            self.close_own_socket()
             self.detach_server()
 
     # ------------------------------------------------------------ plumbing
@@ -495,8 +537,7 @@ cdef class TransportBase(WriteSettler):
         finally:
             self.stop_reading_now()
             self.stop_writing()
-            close_socket(self.sock)
-            self.sock = None
+            self.close_own_socket()
             self.protocol = None
             self.detached = True
             self.detach_server()
@@ -517,7 +558,7 @@ cdef class TransportBase(WriteSettler):
             self.settle_writes()
         value = self.extra.get(name, _MISSING)
         if value is _MISSING:
-            if name != "socket" or self.unwrapped_sock is None:
+            if name != "socket":
                 return default
             value = self.full_extra()["socket"]
         return value
@@ -526,10 +567,23 @@ cdef class TransportBase(WriteSettler):
         # The "socket" entry (asyncio's TransportSocket wrapper, the same
         # object on every call) is made when first asked for: most protocols
         # never ask, and it costs a Python-level __init__ per connection.
-        if self.unwrapped_sock is not None:
-            self.extra["socket"] = _TransportSocket(self.unwrapped_sock)
+        if "socket" not in self.extra:
+            sock = self.unwrapped_sock
+            if sock is None:
+                sock = self.socket_object()
+                if sock is None:
+                    sock = self.closed_stand_in()
+            self.extra["socket"] = _TransportSocket(sock)
             self.unwrapped_sock = None
         return self.extra
+
+    cdef object closed_stand_in(self):
+        """What asyncio's extra "socket" wraps after the connection closed,
+        for a transport closed before its socket object was ever made: a
+        closed socket.socket of the same family, type and protocol."""
+        sock = _Socket(self.sock_family, self.sock_type, self.sock_proto)
+        sock.close()
+        return sock
 
     # ------------------------------------------------------------ what asyncio's code reads
 
@@ -541,7 +595,7 @@ cdef class TransportBase(WriteSettler):
     def _sock(self):
         if self.deferred:
             self.settle_writes()
-        return self.sock
+        return self.socket_object()
 
     @property
     def _protocol(self):
@@ -595,16 +649,23 @@ cdef class SocketTransport(TransportBase):
 
     cdef start(self, LoopCore loop, sock, protocol, waiter, extra, server, int known):
         self.setup(loop, sock, protocol, extra, known & SOCKNAME_KNOWN)
+        self.begin(protocol, waiter, server, known)
+
+    cdef begin(self, protocol, waiter, server, int known):
+        """The rest of start(), once set up (either way)."""
         self.server = server
         if server is not None:
             if _SERVER_ATTACH_TAKES_TRANSPORT:
                 server._attach(self)
             elif not counted_in(server):
                 server._attach()
-        if not known & TCP_KNOWN:
-            set_nodelay(sock)
-        elif fl_set_tcp_nodelay(self._sock_fd) < 0:
-            raise os_error(errno)
+        if known & TCP_KNOWN:
+            if fl_set_tcp_nodelay(self._sock_fd) < 0:
+                raise os_error(errno)
+        elif self.sock is not None:
+            set_nodelay(self.sock)
+        # (A deferred socket not known to be TCP is not TCP by asyncio's
+        # rule, which accept_inet() applied: nothing to set.)
         # As asyncio: connection_made() first, then reading starts, then the
         # waiter learns the connection is up.
         self.call_soon(protocol.connection_made, (self,))
@@ -985,7 +1046,7 @@ cdef class SocketTransport(TransportBase):
             if self.closing:
                 self.call_connection_lost(None)
             elif self.eof:
-                self.sock.shutdown(_socket.SHUT_WR)
+                self.socket_object().shutdown(_socket.SHUT_WR)
         return 0
 
     def write_eof(self):
@@ -995,7 +1056,7 @@ cdef class SocketTransport(TransportBase):
             return
         self.eof = True
         if not self.buffer:
-            self.sock.shutdown(_socket.SHUT_WR)
+            self.socket_object().shutdown(_socket.SHUT_WR)
 
     def can_write_eof(self):
         return True
@@ -1225,6 +1286,9 @@ cdef object accept_inet(loop, protocol_factory, sock, server, Py_ssize_t backlog
     cdef int known = SOCKNAME_KNOWN
     if tcp_by_asyncio_rule(family, type_, proto):
         known |= TCP_KNOWN
+    # The transport is made here and the fd checked against loop._transports
+    # in C: it can own the bare fd (TransportBase.sock_deferred).
+    cdef bint deferred = make_transport is None and type(loop._transports) is TransportMap
     for i in range(backlog):
         while True:
             fd = fl_accept_nonblocking(listen_fd, &peer, &peer_len)
@@ -1233,12 +1297,16 @@ cdef object accept_inet(loop, protocol_factory, sock, server, Py_ssize_t backlog
         if fd < 0:
             err = errno
             return not (would_block(err) or err == ECONNABORTED)
+        extra = {"peername": inet_address(&peer), "sockname": own_inet_address(fd)}
+        if deferred:
+            start_accepted_fd(loop, protocol_factory, fd, family, nonblocking_type, proto,
+                              extra, server, known)
+            continue
         try:
             conn = new_socket(family, nonblocking_type, proto, fd)
         except BaseException:
             close_fd(fd)
             raise
-        extra = {"peername": inet_address(&peer), "sockname": own_inet_address(fd)}
         start_accepted(loop, protocol_factory, conn, extra, server, make_transport, known)
     return False
 
@@ -1331,6 +1399,53 @@ cdef start_accepted(loop, protocol_factory, conn, dict extra, server, make_trans
         conn.close()
     finally:
         PyContext_Exit(ctx)
+
+
+cdef start_accepted_fd(LoopCore loop, protocol_factory, int fd, int family, int type_,
+                       int proto, dict extra, server, int known):
+    """start_accepted() for the bare fd of an accepted TCP connection: its
+    transport is set up without a socket object (see setup_deferred())."""
+    cdef SocketTransport transport = None
+    ctx = PyContext_CopyCurrent()
+    PyContext_Enter(ctx)
+    try:
+        protocol = protocol_factory()
+        live = (<TransportMap>loop._transports).live(fd)
+        if live is not None and not live.is_closing():
+            raise RuntimeError(f"File descriptor {fd_repr(fd, family, type_, proto)} "
+                               f"is used by transport {live!r}")
+        transport = SocketTransport.__new__(SocketTransport)
+        transport.setup_deferred(loop, fd, family, type_, proto, protocol, extra)
+        transport.begin(protocol, None, server, known)
+    except BaseException as exc:
+        # As start_accepted(): the connection is closed (a transport that
+        # took the fd closes it, and counts as closing from then on).
+        if transport is None:
+            close_owned_fd(fd)
+        else:
+            transport.closing = True
+            transport.close_own_socket()
+        if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+            raise
+    finally:
+        PyContext_Exit(ctx)
+
+
+cdef str fd_repr(int fd, int family, int type_, int proto):
+    """repr() of the socket object fd would have."""
+    sock = new_socket(family, type_, proto, fd)
+    try:
+        return repr(sock)
+    finally:
+        sock.detach()           # the fd stays the caller's
+
+
+cdef int close_owned_fd(int fd) except -1:
+    """close() of a socket's fd, as socket.close() reports failure (a reset
+    connection is not one)."""
+    if close_fd(fd) < 0 and errno != ECONNRESET and errno != EINTR:
+        raise os_error(errno)
+    return 0
 
 
 cdef ensure_no_transport(loop, sock):

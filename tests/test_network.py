@@ -1608,6 +1608,144 @@ def test_extra_info_socket_is_one_wrapper_that_outlives_the_connection(loop, soc
     run(loop, main())
 
 
+class KeepingProtocol(asyncio.Protocol):
+    """A server protocol that keeps its transport and knows when it is lost."""
+
+    def connection_made(self, transport):
+        self.transport = transport
+        self.lost = asyncio.get_running_loop().create_future()
+
+    def connection_lost(self, exc):
+        self.lost.set_result(exc)
+
+
+async def accepted_transports(count):
+    """A TCP server and `count` connections to it: (server, [(client reader,
+    client writer, server-side protocol)])."""
+    protos = []
+
+    def factory():
+        protos.append(KeepingProtocol())
+        return protos[-1]
+
+    srv = await asyncio.get_running_loop().create_server(factory, "127.0.0.1", 0)
+    conns = []
+    for _ in range(count):
+        reader, writer = await asyncio.open_connection(*srv.sockets[0].getsockname())
+        while len(protos) <= len(conns):
+            await asyncio.sleep(0)
+        conns.append((reader, writer, protos[len(conns)]))
+    return srv, conns
+
+
+@pytest.mark.timeout(30)
+def test_accepted_connection_socket_on_demand(loop):
+    """An accepted connection's socket, however it is asked for (fastloop
+    makes its socket object only then): get_extra_info("socket") while open
+    and first asked after the close, _sock before and after, write_eof()."""
+
+    def describe(sock):
+        return (int(sock.family), int(sock.type), int(sock.proto), sock.gettimeout())
+
+    async def main():
+        srv, conns = await accepted_transports(3)
+        (r1, w1, p1), (r2, w2, p2), (r3, w3, p3) = conns
+        # 1: the wrapper while open is the connection's socket
+        wrapped = p1.transport.get_extra_info("socket")
+        assert p1.transport.get_extra_info("socket") is wrapped
+        assert isinstance(wrapped, asyncio.trsock.TransportSocket)
+        assert wrapped.fileno() == p1.transport._sock_fd
+        assert wrapped.getsockname() == p1.transport.get_extra_info("sockname")
+        assert wrapped.getpeername() == w1.get_extra_info("sockname")
+        first = describe(wrapped)
+        # 2: _sock, then write_eof() (a half-close the client sees)
+        raw = p2.transport._sock
+        assert type(raw) is socket.socket and raw.fileno() == p2.transport._sock_fd
+        assert describe(raw) == first
+        p2.transport.write(b"bye")
+        p2.transport.write_eof()
+        half_closed = await r2.read()
+        # 3: never asked for until closed
+        p3.transport.close()
+        await p3.lost
+        after = p3.transport.get_extra_info("socket")
+        assert p3.transport.get_extra_info("socket") is after
+        assert p3.transport._sock is None
+        closed_repr = repr(after)
+        closed = (after.fileno(), describe(after)[:3])
+        for _, writer, proto in conns:
+            writer.close()
+            await proto.lost
+        assert p1.transport._sock is None and wrapped.fileno() == -1
+        await close_server(srv)
+        return first, half_closed, closed_repr, closed
+
+    first, half_closed, closed_repr, closed = run(loop, main())
+    assert first == (socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP, 0.0)
+    assert half_closed == b"bye"
+    assert closed == (-1, first[:3])
+    assert closed_repr == (f"<asyncio.TransportSocket fd=-1, family={socket.AF_INET!s}, "
+                           f"type={socket.SOCK_STREAM!s}, proto={socket.IPPROTO_TCP}>")
+
+
+@pytest.mark.timeout(30)
+def test_unclosed_accepted_transport_warns_and_closes(loop):
+    """An accepted connection's transport dropped unclosed warns and closes
+    its socket (the client sees EOF), as asyncio's does when collected."""
+
+    class Dropping(asyncio.Protocol):
+        def connection_made(self, transport):
+            # Once reading started (3.10's asyncio starts it even when paused
+            # in connection_made()): then nothing of the loop's holds it.
+            asyncio.get_running_loop().call_soon(transport.pause_reading)
+
+    async def main():
+        srv = await loop.create_server(Dropping, "127.0.0.1", 0)
+        reader, writer = await asyncio.open_connection(*srv.sockets[0].getsockname())
+        for _ in range(10):
+            await asyncio.sleep(0)
+        gc.collect()
+        data = await reader.read()
+        writer.close()
+        await writer.wait_closed()
+        # Not wait_closed(): 3.12's asyncio never counts a collected
+        # transport's connection out of its server.
+        srv.close()
+        return data
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ResourceWarning)
+        assert run(loop, main()) == b""
+    unclosed = [str(w.message) for w in caught if issubclass(w.category, ResourceWarning)]
+    assert any(re.match(r"unclosed transport <\w*SocketTransport", m) for m in unclosed)
+    # asyncio's transport and socket are collected together, and the
+    # socket's own finalizer may warn too; nothing else warns.
+    assert all(re.match(r"unclosed (transport <\w*SocketTransport|<socket\.socket)", m)
+               for m in unclosed), unclosed
+
+
+@pytest.mark.timeout(30)
+def test_sendfile_on_an_accepted_connection(loop, tmp_path):
+    """loop.sendfile() on a server-side transport (it takes the transport's
+    socket)."""
+    payload = bytes(range(256)) * 400
+    path = tmp_path / "payload"
+    path.write_bytes(payload)
+
+    async def main():
+        srv, [(reader, writer, proto)] = await accepted_transports(1)
+        with open(path, "rb") as f:
+            sent = await loop.sendfile(proto.transport, f)
+        proto.transport.close()
+        got = await reader.read()
+        writer.close()
+        await proto.lost
+        await close_server(srv)
+        return sent, got
+
+    assert run(loop, main()) == (len(payload), payload)
+
+
 @pytest.mark.timeout(30)
 def test_sock_recv_results_stay_as_received(loop, sockpair):
     """sock_recv() results, kept or hashed, keep their content while later
