@@ -66,6 +66,9 @@ cdef class TimerHandle(Handle):
 # context is given they use the loop's shared copy of the current context
 # (shared_context), or a copy of their own (own_context).
 cdef Handle new_handle(object callback, tuple args, LoopBase loop, object context)
+# new_handle()'s filling of a new instance of a Handle subclass.
+cdef int fill_handle(Handle handle, object callback, tuple args, LoopBase loop,
+                     object context) except -1
 cdef TimerHandle new_timer(double when, object callback, tuple args, LoopBase loop,
                            object context)
 cdef int check_callback(object callback, str method) except -1

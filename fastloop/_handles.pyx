@@ -360,6 +360,12 @@ cdef Handle new_handle(object callback, tuple args, LoopBase loop, object contex
     return handle
 
 
+cdef int fill_handle(Handle handle, object callback, tuple args, LoopBase loop,
+                     object context) except -1:
+    _fill(handle, callback, args, loop, context)
+    return 0
+
+
 cdef TimerHandle new_timer(double when, object callback, tuple args, LoopBase loop,
                            object context):
     cdef TimerHandle timer = TimerHandle.__new__(TimerHandle)

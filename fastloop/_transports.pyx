@@ -19,7 +19,7 @@ from libc.errno cimport errno, EINTR, ECONNABORTED, ECONNRESET
 from libc.string cimport memcmp, memcpy
 from posix.unistd cimport close as close_fd
 
-from fastloop._handles cimport Handle, WriteSettler, new_handle
+from fastloop._handles cimport Handle, WriteSettler, new_handle, fill_handle
 from fastloop._core cimport LoopCore
 from fastloop._poller cimport READABLE, WRITABLE
 from fastloop._recvbuf cimport READ_SIZE, read_some, received
@@ -199,6 +199,38 @@ cdef class IOHandle(Handle):
         return 0
 
 
+@cython.final
+cdef class ConnectionMade(Handle):
+    """The handle of a new transport's protocol.connection_made(transport),
+    which then starts the transport's reading (its _start_reading()): asyncio
+    schedules the two as handles back to back, so nothing can run between
+    them, and one handle costs less than two. Its repr is a Handle's."""
+    cdef TransportBase transport
+
+    cdef int run(self) except -1:
+        cdef TransportBase transport = self.transport
+        try:
+            Handle.run(self)        # reports what connection_made() raised
+        except BaseException:
+            # KeyboardInterrupt or SystemExit leaves the loop: reading
+            # starts when it runs again, as asyncio's handle would.
+            transport.call_soon(transport._start_reading, ())
+            raise
+        try:
+            transport.start_reading_unless_stopped()
+        except BaseException as exc:
+            if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+                raise
+            # Reported as the failure of asyncio's second handle would be.
+            new_handle(transport._start_reading, (), self._loop, self._context)._report(exc)
+        return 0
+
+    def _repr_info(self):
+        info = Handle._repr_info(self)
+        info[0] = "Handle"
+        return info
+
+
 cdef class TransportBase(WriteSettler):
     """What asyncio's selector transports share: the socket, the protocol,
     reading on/off, the write buffer's flow control, closing. Subclasses
@@ -361,10 +393,23 @@ cdef class TransportBase(WriteSettler):
             self.writing_registered = False
             self.loop.clear_io_handle(self._sock_fd, WRITABLE)
 
+    cdef schedule_connection_made(self, protocol):
+        """protocol.connection_made(self) in the next loop iteration, then
+        reading starts (see ConnectionMade)."""
+        cdef ConnectionMade handle = ConnectionMade.__new__(ConnectionMade)
+        fill_handle(handle, protocol.connection_made, (self,), self.loop, None)
+        handle.transport = self
+        self.loop.push_ready(handle)
+
     def _start_reading(self):
-        # Scheduled by start() behind connection_made().
-        # is_reading()'s answer, without its Python-level call (no writes
-        # can be deferred here: the loop settled them after connection_made).
+        self.start_reading_unless_stopped()
+
+    cdef start_reading_unless_stopped(self):
+        # As is_reading() answers, without its Python-level call: writes
+        # connection_made() made are sent first (asyncio sent them at once,
+        # and a failure closes the transport).
+        if self.deferred:
+            self.settle_writes()
         if not self.closing and not self.paused:
             self.start_reading_now()
 
@@ -668,8 +713,7 @@ cdef class SocketTransport(TransportBase):
         # rule, which accept_inet() applied: nothing to set.)
         # As asyncio: connection_made() first, then reading starts, then the
         # waiter learns the connection is up.
-        self.call_soon(protocol.connection_made, (self,))
-        self.call_soon(self._start_reading, ())
+        self.schedule_connection_made(protocol)
         if waiter is not None:
             self.call_soon(_set_result_unless_cancelled, (waiter, None))
 
@@ -1475,8 +1519,7 @@ cdef class DatagramTransport(TransportBase):
         self.sock_recvfrom = sock.recvfrom
         self.sock_send = sock.send
         self.sock_sendto = sock.sendto
-        self.call_soon(protocol.connection_made, (self,))
-        self.call_soon(self._start_reading, ())
+        self.schedule_connection_made(protocol)
         if waiter is not None:
             self.call_soon(_set_result_unless_cancelled, (waiter, None))
 
