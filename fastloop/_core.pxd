@@ -61,6 +61,9 @@ cdef class LoopCore(LoopBase):
     cdef double clock_resolution
     cdef public object _current_handle
     cdef public object _task_factory
+    # loop._transports (fd -> transport, held weakly), kept in C for the
+    # transports' set-up; asyncio's __init__ and subclasses set the attribute.
+    cdef object transports
     cdef public double slow_callback_duration
     cdef bint shared_untracked      # GC saw a queued untracked handle held elsewhere
     cdef object __weakref__

@@ -954,6 +954,14 @@ cdef class LoopCore(LoopBase):
     def _clock_resolution(self):
         return self.clock_resolution
 
+    @property
+    def _transports(self):
+        return self.transports
+
+    @_transports.setter
+    def _transports(self, value):
+        self.transports = value
+
 
     cdef track_shared_handles(self):
         """Track the queued untracked handles that somebody else also holds."""

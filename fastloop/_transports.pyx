@@ -313,7 +313,11 @@ cdef class TransportBase(WriteSettler):
         self.high_water = 64 * 1024
         self.low_water = 16 * 1024
         self.set_protocol(protocol)
-        loop._transports[fd] = self
+        transports = loop.transports
+        if type(transports) is TransportMap:
+            (<TransportMap>transports).put(fd, self)
+        else:
+            transports[fd] = self
 
     cdef object socket_object(self):
         """The transport's socket object (made now if it was deferred), or
@@ -1174,6 +1178,9 @@ cdef class TransportMap:
         return default if transport is None else transport
 
     def __setitem__(self, fd, transport):
+        self.put(fd, transport)
+
+    cdef put(self, fd, transport):
         self.refs[fd] = PyWeakref_NewRef(transport, None)
 
     def __delitem__(self, fd):
@@ -1242,7 +1249,7 @@ cdef tuple accept_one(sock):
     return conn, addr
 
 
-cdef object accept_connections(loop, protocol_factory, sock, server, Py_ssize_t backlog,
+cdef object accept_connections(LoopCore loop, protocol_factory, sock, server, Py_ssize_t backlog,
                                make_transport):
     """Accept up to `backlog` pending connections on the listening socket and
     start a transport for each, as asyncio's plain (non-TLS) servers do, but
@@ -1309,7 +1316,7 @@ cdef class Acceptor:
         return f"<accepting connections on {self.sock!r}>"
 
 
-cdef object accept_inet(loop, protocol_factory, sock, server, Py_ssize_t backlog,
+cdef object accept_inet(LoopCore loop, protocol_factory, sock, server, Py_ssize_t backlog,
                         make_transport):
     """accept_connections() for a TCP listener (the common server): accept4()
     makes the socket non-blocking in the same call, "nothing pending" costs
@@ -1332,7 +1339,7 @@ cdef object accept_inet(loop, protocol_factory, sock, server, Py_ssize_t backlog
         known |= TCP_KNOWN
     # The transport is made here and the fd checked against loop._transports
     # in C: it can own the bare fd (TransportBase.sock_deferred).
-    cdef bint deferred = make_transport is None and type(loop._transports) is TransportMap
+    cdef bint deferred = make_transport is None and type(loop.transports) is TransportMap
     for i in range(backlog):
         while True:
             fd = fl_accept_nonblocking(listen_fd, &peer, &peer_len)
@@ -1418,7 +1425,7 @@ cdef object inet_address(sockaddr_storage* addr):
             in6.sin6_scope_id)
 
 
-cdef start_accepted(loop, protocol_factory, conn, dict extra, server, make_transport,
+cdef start_accepted(LoopCore loop, protocol_factory, conn, dict extra, server, make_transport,
                     int known):
     # asyncio makes the protocol and transport in a task of their own, so
     # each connection gets a copy of the context: so does it here.
@@ -1454,7 +1461,7 @@ cdef start_accepted_fd(LoopCore loop, protocol_factory, int fd, int family, int 
     PyContext_Enter(ctx)
     try:
         protocol = protocol_factory()
-        live = (<TransportMap>loop._transports).live(fd)
+        live = (<TransportMap>loop.transports).live(fd)
         if live is not None and not live.is_closing():
             raise RuntimeError(f"File descriptor {fd_repr(fd, family, type_, proto)} "
                                f"is used by transport {live!r}")
@@ -1492,9 +1499,9 @@ cdef int close_owned_fd(int fd) except -1:
     return 0
 
 
-cdef ensure_no_transport(loop, sock):
+cdef ensure_no_transport(LoopCore loop, sock):
     """asyncio's check that a new transport's fd is not a live transport's."""
-    transports = loop._transports
+    transports = loop.transports
     if type(transports) is not TransportMap:      # replaced by a subclass
         return loop._ensure_fd_no_transport(sock)
     transport = (<TransportMap>transports).live(sock.fileno())
