@@ -1463,8 +1463,10 @@ cdef start_accepted_fd(LoopCore loop, protocol_factory, int fd, int family, int 
         protocol = protocol_factory()
         live = (<TransportMap>loop.transports).live(fd)
         if live is not None and not live.is_closing():
-            raise RuntimeError(f"File descriptor {fd_repr(fd, family, type_, proto)} "
-                               f"is used by transport {live!r}")
+            # asyncio's fd-in-use check raises here, and its accept task
+            # drops the error outside debug mode (the only mode this runs in).
+            close_owned_fd(fd)
+            return
         transport = SocketTransport.__new__(SocketTransport)
         transport.setup_deferred(loop, fd, family, type_, proto, protocol, extra)
         transport.begin(protocol, None, server, known)
@@ -1480,15 +1482,6 @@ cdef start_accepted_fd(LoopCore loop, protocol_factory, int fd, int family, int 
             raise
     finally:
         PyContext_Exit(ctx)
-
-
-cdef str fd_repr(int fd, int family, int type_, int proto):
-    """repr() of the socket object fd would have."""
-    sock = new_socket(family, type_, proto, fd)
-    try:
-        return repr(sock)
-    finally:
-        sock.detach()           # the fd stays the caller's
 
 
 cdef int close_owned_fd(int fd) except -1:

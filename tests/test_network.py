@@ -2017,6 +2017,53 @@ def test_system_exit_in_data_received_leaves_the_loop(loop, sockpair, exc_type):
 
 
 @pytest.mark.timeout(30)
+def test_accepted_fd_claimed_by_a_live_transport_is_dropped(loop, is_fastloop):
+    """asyncio's fd-in-use check on an accepted connection: when the loop's
+    transport registry says a live transport owns the new connection's fd
+    (its socket was closed behind its back), that connection is closed,
+    nothing is reported outside debug mode, and the server serves the next."""
+    if not is_fastloop and sys.version_info < (3, 12):
+        pytest.skip("asyncio checks a new transport's fd from 3.12 on "
+                    "(fastloop on every version, see README)")
+
+    class Squatter:
+        def is_closing(self):
+            return False
+
+    errors = []
+
+    async def main():
+        loop.set_exception_handler(lambda lp, ctx: errors.append(ctx))
+        srv = await loop.create_server(EchoProtocol, "127.0.0.1", 0)
+        addr = srv.sockets[0].getsockname()
+        # The listen backlog completes the connection before any accept().
+        first = socket.create_connection(addr)
+        first.setblocking(False)
+        # The lowest free fd is the one accept() will return.
+        probe = os.open(os.devnull, os.O_RDONLY)
+        os.close(probe)
+        squatter = Squatter()
+        loop._transports[probe] = squatter
+        await spin(10)
+        gc.collect()            # asyncio leaves the socket to the collector
+        refused = await loop.sock_recv(first, 10)
+        first.close()
+        del loop._transports[probe]
+        r2, w2 = await asyncio.open_connection(*addr)
+        w2.write(b"ping")
+        echoed = await r2.readexactly(4)
+        w2.close()
+        await w2.wait_closed()
+        await close_server(srv)
+        return refused, echoed, squatter
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ResourceWarning)     # asyncio's, from the collector
+        refused, echoed, _ = run(loop, main())
+    assert (refused, echoed, errors) == (b"", b"ping", [])
+
+
+@pytest.mark.timeout(30)
 def test_protocol_factory_raising_drops_only_that_connection(loop, is_fastloop):
     """A server whose protocol factory raises for one connection: that
     connection is closed (outside debug mode asyncio reports nothing), the
