@@ -414,6 +414,39 @@ def test_datagram_transport_is_an_asyncio_datagram_transport(loop, is_fastloop):
 
 
 @pytest.mark.timeout(30)
+def test_datagram_connection_made_raising_still_receives(loop):
+    """A datagram protocol whose connection_made() raises: the error is
+    reported as the handle's, and datagrams are still received (asyncio
+    starts reading in a handle of its own after connection_made())."""
+    handler_calls = []
+    loop.set_exception_handler(lambda lp, ctx: handler_calls.append(ctx))
+
+    class Raising(DatagramRecorder):
+        def connection_made(self, transport):
+            super().connection_made(transport)
+            raise ZeroDivisionError("in connection_made")
+
+    async def main():
+        proto = Raising(loop)
+        server, _ = await loop.create_datagram_endpoint(lambda: proto,
+                                                        local_addr=("127.0.0.1", 0))
+        client, _ = await loop.create_datagram_endpoint(
+            asyncio.DatagramProtocol, remote_addr=server.get_extra_info("sockname"))
+        client.sendto(b"hello")
+        await proto.wait_for(1)
+        client.close()
+        server.close()
+        await proto.lost
+        return [data for data, _ in proto.datagrams]
+
+    assert run(loop, main()) == [b"hello"]
+    errors = [ctx for ctx in handler_calls if "exception" in ctx]
+    assert len(errors) == 1 and isinstance(errors[0]["exception"], ZeroDivisionError)
+    assert re.match(r"Exception in callback [\w.<>]*Raising\.connection_made\(",
+                    errors[0]["message"])
+
+
+@pytest.mark.timeout(30)
 def test_datagram_empty_sendto(loop):
     # Python 3.13's asyncio sends an empty datagram; earlier ones drop it.
     async def main():
