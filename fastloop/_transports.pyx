@@ -24,7 +24,8 @@ from fastloop._core cimport LoopCore
 from fastloop._poller cimport READABLE, WRITABLE
 from fastloop._recvbuf cimport READ_SIZE, read_some, received
 from fastloop._streams cimport runs_stream_reader_protocol, feed_stream_reader
-from fastloop._originals cimport original, fl_method_is
+from fastloop._servers cimport server_attach, server_detach
+from fastloop._originals cimport original
 from fastloop._sysio cimport (ssize_t, iovec, recv, send, writev, FL_MSG_NOSIGNAL,
                              os_error, would_block, FL_HAVE_ACCEPT4, SOCK_NONBLOCK,
                              AF_INET, AF_INET6, socklen_t, sockaddr, sockaddr_storage,
@@ -34,7 +35,6 @@ from fastloop._sysio cimport (ssize_t, iovec, recv, send, writev, FL_MSG_NOSIGNA
 import sys
 import socket as _socket
 import _socket as _socket_base
-import inspect
 import warnings
 from asyncio import base_events as _base_events
 from asyncio import constants as _constants
@@ -103,46 +103,6 @@ cdef object _MISSING = object()         # get_extra_info(): no such key
 cdef bint _SENDS_EMPTY_DATAGRAMS = sys.version_info >= (3, 13)
 cdef Py_ssize_t _DATAGRAM_OVERHEAD = 8 if sys.version_info >= (3, 13) else 0
 cdef Py_ssize_t _LOG_THRESHOLD_FOR_CONNLOST_WRITES = _constants.LOG_THRESHOLD_FOR_CONNLOST_WRITES
-# Python 3.13's Server tracks its client transports: _attach(transport).
-cdef bint _SERVER_ATTACH_TAKES_TRANSPORT = (
-    len(inspect.signature(_base_events.Server._attach).parameters) > 1)
-
-
-# Before 3.13, Server._attach()/_detach() keep a count of the connections,
-# and a Python frame each was ~1000 instructions of a connection's set-up
-# and teardown. While a server's methods resolve to asyncio's own (checked
-# on each use, as Python would look them up), the count is kept here as
-# they keep it; when their assertion would fail, they are called to fail.
-cdef object _server_attach = (None if _SERVER_ATTACH_TAKES_TRANSPORT else
-                              original(_base_events.Server, "_attach", "asyncio.base_events"))
-cdef object _server_detach = (None if _SERVER_ATTACH_TAKES_TRANSPORT else
-                              original(_base_events.Server, "_detach", "asyncio.base_events"))
-
-
-cdef bint counted_in(server) except -1:
-    """What asyncio's Server._attach() does, if it is what would run."""
-    if _server_attach is None or not fl_method_is(server, "_attach", _server_attach):
-        return False
-    if server._sockets is None:
-        return False                    # its assertion
-    server._active_count += 1
-    return True
-
-
-cdef bint counted_out(server) except -1:
-    """What asyncio's Server._detach() does, if it is what would run."""
-    if _server_detach is None or not fl_method_is(server, "_detach", _server_detach):
-        return False
-    count = server._active_count
-    if not count > 0:
-        return False                    # its assertion
-    count -= 1
-    server._active_count = count
-    if count == 0 and server._sockets is None:
-        server._wakeup()
-    return True
-
-
 cdef extern from "Python.h":
     ctypedef struct MroSlot "PyTypeObject":
         PyObject* tp_mro
@@ -421,10 +381,7 @@ cdef class TransportBase(WriteSettler):
         server = self.server
         if server is not None:
             self.server = None
-            if _SERVER_ATTACH_TAKES_TRANSPORT:
-                server._detach(self)
-            elif not counted_out(server):
-                server._detach()
+            server_detach(server, self)
 
     def is_reading(self):
         if self.deferred:
@@ -704,10 +661,7 @@ cdef class SocketTransport(TransportBase):
         """The rest of start(), once set up (either way)."""
         self.server = server
         if server is not None:
-            if _SERVER_ATTACH_TAKES_TRANSPORT:
-                server._attach(self)
-            elif not counted_in(server):
-                server._attach()
+            server_attach(server, self)
         if known & TCP_KNOWN:
             if fl_set_tcp_nodelay(self._sock_fd) < 0:
                 raise os_error(errno)

@@ -1534,25 +1534,48 @@ def test_accepted_connections_report_their_own_addresses(loop):
 
 
 @pytest.mark.timeout(30)
-@pytest.mark.parametrize("patched", [False, True])
+@pytest.mark.parametrize("patched", ["none", "server", "weakset", "weakset-subclass"])
 def test_server_counts_its_connections(loop, monkeypatch, patched):
     """asyncio.Server learns of each connection (_attach) and its end
-    (_detach), which decides when wait_closed() returns (3.12+); patched
-    methods are what runs."""
+    (_detach), which decides when wait_closed() returns (3.12+); from 3.13
+    it keeps the transports in a WeakSet (server._clients). Patched methods
+    (the Server's, WeakSet's) and a WeakSet subclass are what runs."""
+    import weakref
+    if patched.startswith("weakset") and sys.version_info < (3, 13):
+        pytest.skip("asyncio.Server keeps its transports in a WeakSet from 3.13")
     calls = []
-    if patched:
-        for name in ("_attach", "_detach"):
-            original = getattr(asyncio.base_events.Server, name)
+
+    def spy(cls, names):
+        for name in names:
+            original = getattr(cls, name)
 
             def wrapper(self, *args, _name=name, _original=original):
-                calls.append(_name)
+                # (WeakSet also holds tasks: only the transports count here)
+                if cls is not weakref.WeakSet or isinstance(args[0], asyncio.BaseTransport):
+                    calls.append(_name)
                 return _original(self, *args)
 
-            monkeypatch.setattr(asyncio.base_events.Server, name, wrapper)
+            monkeypatch.setattr(cls, name, wrapper)
+
+    class SpyingSet(weakref.WeakSet):
+        def add(self, item):
+            calls.append("add")
+            super().add(item)
+
+        def discard(self, item):
+            calls.append("discard")
+            super().discard(item)
+
+    if patched == "server":
+        spy(asyncio.base_events.Server, ("_attach", "_detach"))
+    elif patched == "weakset":
+        spy(weakref.WeakSet, ("add", "discard"))
 
     async def main():
         tracker = ServerTracker(loop)
         srv = await loop.create_server(tracker, "127.0.0.1", 0)
+        if patched == "weakset-subclass":
+            srv._clients = SpyingSet()
         clients = []
         for _ in range(3):
             reader, writer = await asyncio.open_connection(*srv.sockets[0].getsockname())
@@ -1560,8 +1583,12 @@ def test_server_counts_its_connections(loop, monkeypatch, patched):
         while len(tracker.protos) < 3:
             await asyncio.sleep(0)
         await tracker.protos[0].made
-        # The count itself, where asyncio keeps one (before 3.13).
+        # What asyncio keeps: a count before 3.13, the transports from 3.13.
         counts = [getattr(srv, "_active_count", None)]
+        tracked = None
+        if hasattr(srv, "_clients"):
+            tracked = [len(srv._clients),
+                       set(srv._clients) == {p.transport for p in tracker.protos}]
         srv.close()
         waiting = asyncio.ensure_future(srv.wait_closed())
         await spin(5)
@@ -1572,13 +1599,20 @@ def test_server_counts_its_connections(loop, monkeypatch, patched):
         await tracker.wait_closed(3)
         await asyncio.wait_for(waiting, 5)
         counts.append(getattr(srv, "_active_count", None))
-        return waited_for_clients, counts
+        if tracked is not None:
+            tracked.append(len(srv._clients))
+        return waited_for_clients, counts, tracked
 
-    waited_for_clients, counts = run(loop, main())
-    assert counts == ([3, 0] if sys.version_info < (3, 13) else [None, None])
+    waited_for_clients, counts, tracked = run(loop, main())
+    if sys.version_info < (3, 13):
+        assert (counts, tracked) == ([3, 0], None)
+    else:
+        assert (counts, tracked) == ([None, None], [3, True, 0])
     # 3.12 made wait_closed() wait for the connections to end.
     assert waited_for_clients == (sys.version_info >= (3, 12))
-    assert sorted(calls) == (["_attach"] * 3 + ["_detach"] * 3 if patched else [])
+    expected = {"none": [], "server": ["_attach"] * 3 + ["_detach"] * 3}.get(
+        patched, ["add"] * 3 + ["discard"] * 3)
+    assert sorted(calls) == expected
 
 
 @pytest.mark.timeout(30)
