@@ -108,6 +108,16 @@ async def close_server(srv):
     await srv.wait_closed()
 
 
+async def ping(addr, message=b"ping"):
+    """One echo round trip on a new connection to an echo server at addr."""
+    reader, writer = await asyncio.open_connection(*addr)
+    writer.write(message)
+    echoed = await reader.readexactly(len(message))
+    writer.close()
+    await writer.wait_closed()
+    return echoed
+
+
 class ServerTracker:
     """A protocol factory for servers: knows its connections, to wait until
     the server side of each has been closed too."""
@@ -1427,11 +1437,7 @@ def ping_a_server_on(impl, subclass):
             writer.close()
 
         srv = await asyncio.start_server(echo, "127.0.0.1", 0)
-        reader, writer = await asyncio.open_connection(*srv.sockets[0].getsockname()[:2])
-        writer.write(b"ping")
-        assert await reader.readexactly(4) == b"ping"
-        writer.close()
-        await writer.wait_closed()
+        assert await ping(srv.sockets[0].getsockname()[:2]) == b"ping"
         await close_server(srv)
 
     try:
@@ -2083,11 +2089,7 @@ def test_accepted_fd_claimed_by_a_live_transport_is_dropped(loop, is_fastloop):
         refused = await loop.sock_recv(first, 10)
         first.close()
         del loop._transports[probe]
-        r2, w2 = await asyncio.open_connection(*addr)
-        w2.write(b"ping")
-        echoed = await r2.readexactly(4)
-        w2.close()
-        await w2.wait_closed()
+        echoed = await ping(addr)
         await close_server(srv)
         return refused, echoed, squatter
 
@@ -2119,11 +2121,7 @@ def test_protocol_factory_raising_drops_only_that_connection(loop, is_fastloop):
         r1, w1 = await asyncio.open_connection(*addr)
         refused = await r1.read()          # EOF: the server closed it
         w1.close()
-        r2, w2 = await asyncio.open_connection(*addr)
-        w2.write(b"ping")
-        echoed = await r2.readexactly(4)
-        w2.close()
-        await w2.wait_closed()
+        echoed = await ping(addr)
         await close_server(srv)
         return refused, echoed
 
@@ -3312,11 +3310,7 @@ def test_debug_mode_switched_on_while_serving_logs_accepted_connections(loop, ca
         replies = []
         for debug in (False, True):
             loop.set_debug(debug)
-            reader, writer = await asyncio.open_connection(*address)
-            writer.write(b"ping")
-            replies.append(await reader.readexactly(4))
-            writer.close()
-            await writer.wait_closed()
+            replies.append(await ping(address))
         loop.set_debug(False)
         await close_server(srv)
         return replies
