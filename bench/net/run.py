@@ -163,8 +163,10 @@ def measure(args, tmp, server_cmd, cell, server_env=None):
                 raise RuntimeError("unexpected client output")
             sampler = start_sampling(server.pid, tmp) if args.perf_split else None
             s0, c0, t0 = sp.cpu_times(), cp.cpu_times(), time.monotonic()
+            sleeps0 = sp.num_ctx_switches().voluntary
             result = c_lines.readline(args.duration + 20).split()
             s1, c1, t1 = sp.cpu_times(), cp.cpu_times(), time.monotonic()
+            sleeps1 = sp.num_ctx_switches().voluntary
         except RuntimeError as e:
             srv = stderr_tail(s_err)
             raise RuntimeError(f"client {e}: {stderr_tail(c_err)}"
@@ -185,6 +187,9 @@ def measure(args, tmp, server_cmd, cell, server_env=None):
             "cpu_us": total / count * 1e6, "user_us": user / count * 1e6,
             "tick_user_us": tick_user / count * 1e6,
             "server_util": total / wall,
+            # Voluntary context switches: times the server blocked (in its
+            # poll, mostly) and was woken; each costs kernel time.
+            "sleeps_per_req": (sleeps1 - sleeps0) / count,
             "client_util": (c1.user - c0.user + c1.system - c0.system) / wall,
         }
     finally:
@@ -338,6 +343,18 @@ def report(args, cells, loops, results, cref, failures, meta):
             runs = get(cell, c)
             row.append("-" if not runs else
                        f"{med(runs, 'server_util') * 100:.0f} / {med(runs, 'client_util') * 100:.0f}")
+        out.append(f"| {cell} | " + " | ".join(row) + " |")
+    out.append("")
+    out.append("**Server sleeps per request** (voluntary context switches, median): "
+               "each block in the poller and wake-up costs kernel time, which a server "
+               "that is often ahead of its client pays more often.")
+    out.append("")
+    out += ["| cell | " + " | ".join(cols) + " |", "|---" * (1 + len(cols)) + "|"]
+    for cell in cells:
+        row = []
+        for c in cols:
+            runs = [r for r in get(cell, c) if "sleeps_per_req" in r]
+            row.append("-" if not runs else f"{med(runs, 'sleeps_per_req'):.3f}")
         out.append(f"| {cell} | " + " | ".join(row) + " |")
     noisy = []
     for cell in cells:
