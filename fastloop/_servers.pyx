@@ -87,13 +87,12 @@ cdef bint counted_out(server) except -1:
 
 cdef object plain_clients(server, str method, object func, str set_method, object set_func):
     """server._clients, while server.<method> is func and the set is a plain
-    WeakSet whose <set_method> is set_func, over a plain set; else None."""
+    WeakSet whose <set_method> is set_func; else None. (The caller checks
+    that its data is a plain set, reading it once.)"""
     if not _WEAKSET_KNOWN or func is None or not fl_method_is(server, method, func):
         return None
     clients = server._clients
     if type(clients) is not _WeakSet or not fl_method_is(clients, set_method, set_func):
-        return None
-    if type(clients.data) is not set:
         return None
     return clients
 
@@ -103,10 +102,13 @@ cdef bint client_added(server, transport) except -1:
     clients = plain_clients(server, "_attach", _attach, "add", _weakset_add)
     if clients is None or server._sockets is None:     # (its assertion)
         return False
+    data = clients.data
+    if type(data) is not set:
+        return False
     # WeakSet.add():
     if clients._pending_removals:
         clients._commit_removals()
-    clients.data.add(PyWeakref_NewRef(transport, clients._remove))
+    data.add(PyWeakref_NewRef(transport, clients._remove))
     return True
 
 
@@ -115,10 +117,12 @@ cdef bint client_dropped(server, transport) except -1:
     clients = plain_clients(server, "_detach", _detach, "discard", _weakset_discard)
     if clients is None or _PyType_Lookup(Py_TYPE(clients), "__len__") != <PyObject*>_weakset_len:
         return False
+    data = clients.data
+    if type(data) is not set:
+        return False
     # WeakSet.discard():
     if clients._pending_removals:
         clients._commit_removals()
-    data = clients.data
     data.discard(PyWeakref_NewRef(transport, None))
     # len(server._clients) == 0, as WeakSet.__len__() counts:
     if len(data) - len(clients._pending_removals) == 0 and server._sockets is None:

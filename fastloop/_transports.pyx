@@ -252,7 +252,7 @@ cdef class TransportBase(WriteSettler):
                 extra["peername"] = None
         self.sock = sock
         self.unwrapped_sock = sock
-        self.set_up(loop, sock.fileno(), protocol, extra)
+        self.finish_setup(loop, sock.fileno(), protocol, extra)
 
     cdef setup_deferred(self, LoopCore loop, int fd, int family, int type_, int proto,
                         protocol, dict extra):
@@ -262,9 +262,10 @@ cdef class TransportBase(WriteSettler):
         self.sock_family = family
         self.sock_type = type_
         self.sock_proto = proto
-        self.set_up(loop, fd, protocol, extra)
+        self.finish_setup(loop, fd, protocol, extra)
 
-    cdef set_up(self, LoopCore loop, int fd, protocol, dict extra):
+    cdef finish_setup(self, LoopCore loop, int fd, protocol, dict extra):
+        """What setup() and setup_deferred() share, once the fd is known."""
         self.extra = extra
         self.loop = loop
         self._sock_fd = fd

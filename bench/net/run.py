@@ -276,6 +276,18 @@ def report(args, cells, loops, results, cref, failures, meta):
         runs = cref.get(c_key(CELLS[cell]), []) if col == "C epoll" else results[cell][col]
         return runs
 
+    def per_loop_table(fmt, needs=None):
+        """A table of one figure per cell and loop: fmt(runs) of the runs
+        that have `needs` (all when None), "-" where there are none."""
+        lines = ["| cell | " + " | ".join(cols) + " |", "|---" * (1 + len(cols)) + "|"]
+        for cell in cells:
+            row = []
+            for c in cols:
+                runs = [r for r in get(cell, c) if needs is None or needs in r]
+                row.append(fmt(runs) if runs else "-")
+            lines.append(f"| {cell} | " + " | ".join(row) + " |")
+        return lines
+
     out = []
     out.append(f"Machine: {meta['machine']}; server on CPU {args.server_cpu}, client on CPU "
                f"{args.client_cpu}; {args.conns} connections, {args.duration:g} s per run "
@@ -336,26 +348,14 @@ def report(args, cells, loops, results, cref, failures, meta):
                "Server well below 100% while the client is near 100%: the cell is "
                "client-bound, compare CPU/request rather than requests/s.")
     out.append("")
-    out += ["| cell | " + " | ".join(cols) + " |", "|---" * (1 + len(cols)) + "|"]
-    for cell in cells:
-        row = []
-        for c in cols:
-            runs = get(cell, c)
-            row.append("-" if not runs else
-                       f"{med(runs, 'server_util') * 100:.0f} / {med(runs, 'client_util') * 100:.0f}")
-        out.append(f"| {cell} | " + " | ".join(row) + " |")
+    out += per_loop_table(lambda runs: f"{med(runs, 'server_util') * 100:.0f} / "
+                                       f"{med(runs, 'client_util') * 100:.0f}")
     out.append("")
     out.append("**Server sleeps per request** (voluntary context switches, median): "
                "each block in the poller and wake-up costs kernel time, which a server "
                "that is often ahead of its client pays more often.")
     out.append("")
-    out += ["| cell | " + " | ".join(cols) + " |", "|---" * (1 + len(cols)) + "|"]
-    for cell in cells:
-        row = []
-        for c in cols:
-            runs = [r for r in get(cell, c) if "sleeps_per_req" in r]
-            row.append("-" if not runs else f"{med(runs, 'sleeps_per_req'):.3f}")
-        out.append(f"| {cell} | " + " | ".join(row) + " |")
+    out += per_loop_table(lambda runs: f"{med(runs, 'sleeps_per_req'):.3f}", "sleeps_per_req")
     noisy = []
     for cell in cells:
         for c in cols:
