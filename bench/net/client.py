@@ -16,11 +16,17 @@ connect, send, read the whole reply, close), and the next connection in that
 slot starts at once; --conns such slots run concurrently. A request is still
 counted per complete reply, so requests/s is then connections/s.
 
+--rate R: paced load. Requests (or, with --reconnect, new connections) are
+sent at no more than R per second; a connection whose reply is in waits for
+the next send slot. Servers compared at one offered rate do the same work per
+second, each with the same client behaviour (see run.py --paced).
+
 Output (stdout, one line each): "start" after the warmup, then
 "result REQUESTS SECONDS" for the measured window. The driver samples the
 server's CPU time when it sees each line.
 """
 import argparse
+import collections
 import errno
 import os
 import select
@@ -154,6 +160,37 @@ def run(args):
     (reconnect if args.reconnect else pingpong)(args, msg, reply_len)
 
 
+class Pacer:
+    """--rate: hands out send slots at `rate` per second. A slot missed (the
+    client was asleep, the server slow) may be used late, up to BURST
+    seconds' worth, so the offered rate holds while bursts stay bounded."""
+
+    BURST = 0.005
+
+    def __init__(self, rate):
+        self.interval = 1.0 / rate
+        self.next = time.monotonic()
+
+    def take(self):
+        """True (and the slot is used) if a send is due now."""
+        now = time.monotonic()
+        if now < self.next:
+            return False
+        self.next = max(self.next, now - self.BURST) + self.interval
+        return True
+
+    def wait(self, ep, poll):
+        """Poll until the next slot at the latest. epoll's timeout has
+        millisecond steps; a shorter wait sleeps in select() on the epoll
+        fd (microseconds) and then polls without blocking."""
+        delay = self.next - time.monotonic()
+        if delay >= 0.001:
+            return poll(delay)
+        if delay > 0:
+            select.select([ep.fileno()], [], [], delay)
+        return poll(0)
+
+
 def pingpong(args, msg, reply_len):
     ep = select.epoll()
     socks = {}
@@ -176,9 +213,16 @@ def pingpong(args, msg, reply_len):
     recv_into = {fd: s.recv_into for fd, s in socks.items()}
     window = Window(args)
     poll = ep.poll
+    pacer = Pacer(args.rate) if args.rate else None
+    idle = collections.deque()     # --rate: connections waiting for a slot
     while not window.done(count):
-        events = poll(1.0)
-        if window.stalled(events):
+        events = pacer.wait(ep, poll) if idle else poll(1.0)
+        while idle and pacer.take():
+            fd = idle.popleft()
+            mask = send(fd)
+            if mask != select.EPOLLIN:
+                ep.modify(fd, mask)
+        if window.stalled(events) and not idle:
             raise SystemExit("client: no progress for 5 s")
         for fd, ev in events:
             if ev & select.EPOLLOUT:
@@ -198,6 +242,9 @@ def pingpong(args, msg, reply_len):
                     raise SystemExit("client: got more reply bytes than expected")
                 count += 1
                 remaining[fd] = reply_len
+                if pacer is not None and not pacer.take():
+                    idle.append(fd)
+                    continue
                 mask = send(fd)
                 if mask != select.EPOLLIN:
                     ep.modify(fd, mask)
@@ -254,21 +301,30 @@ def reconnect(args, msg, reply_len):
         return True
 
     def finish(fd):
-        """The reply is complete: close, start the slot's next connection."""
+        """The reply is complete: close, start the slot's next connection
+        (False: after the next poll, also when --rate has no slot free)."""
         del remaining[fd]
         socks.pop(fd).close()   # also drops it from the epoll set
+        if pacer is not None and not pacer.take():
+            return False
         return start()
 
+    pacer = Pacer(args.rate) if args.rate else None
     for _ in range(args.conns):
         retry += not start()
 
     window = Window(args)
     poll = ep.poll
     while not window.done(count):
-        events = poll(0.001 if retry else 1.0)
-        if window.stalled(events):
+        if retry and pacer is not None:
+            events = pacer.wait(ep, poll)
+        else:
+            events = poll(0.001 if retry else 1.0)
+        if window.stalled(events) and not (retry and pacer):
             raise SystemExit("client: no progress for 5 s")
         for _ in range(retry):
+            if pacer is not None and not pacer.take():
+                break
             retry -= start()
         for fd, ev in events:
             r = remaining[fd]
@@ -314,11 +370,17 @@ def main():
                    help="connections (--reconnect: concurrent connection slots)")
     p.add_argument("--reconnect", action="store_true",
                    help="a new connection per request (connect, send, read reply, close)")
+    p.add_argument("--rate", type=float,
+                   help="offer at most this many requests/s: a connection whose reply "
+                        "is in waits for the next send slot (--reconnect: a slot's next "
+                        "connection waits)")
     p.add_argument("--duration", type=float, default=3.0)
     p.add_argument("--warmup", type=float, default=0.3)
     args = p.parse_args()
     if args.addr == "tcp" and not args.port:
         p.error("--addr tcp needs --port")
+    if args.rate is not None and args.rate <= 0:
+        p.error("--rate must be positive")
     if args.addr == "unix" and not args.path:
         p.error("--addr unix needs --path")
     run(args)

@@ -61,6 +61,20 @@ CELLS["http-task"] = ("http-task", None, "tcp", False, False)
 CELLS["connect-1k"] = ("protocol", KiB, "tcp", False, True)
 CELLS["connect-1k-unix"] = ("protocol", KiB, "unix", False, True)
 
+# --paced: the rate offered to every loop in a cell (requests/s; connect-*:
+# connections/s), about 70% of the slowest of uvloop's and rloop's saturated
+# rate on this machine (asyncio may fall short: the table marks it). At
+# saturation each server runs as fast as it can, so a faster server batches
+# fewer requests per poll and sleeps in it more often, and pays for that per
+# request; at one offered rate every server does the same work per second.
+PACED_RATES = {
+    "protocol-1k": 65000, "protocol-10k": 60000, "protocol-100k": 16000,
+    "streams-1k": 40000, "streams-10k": 30000, "streams-100k": 9000,
+    "sock-1k": 20000, "sock-10k": 15000, "sock-100k": 10000,
+    "http": 60000, "http-2w": 40000, "http-task": 30000,
+    "protocol-1k-unix": 110000, "connect-1k": 4000,
+}
+
 DEFAULT_CELLS = ["protocol-1k", "protocol-10k", "protocol-100k",
                  "streams-1k", "streams-100k", "sock-1k", "sock-100k",
                  "http", "http-2w", "http-task", "protocol-1k-unix", "connect-1k"]
@@ -119,8 +133,9 @@ def stderr_tail(f):
     return lines[-1] if lines else ""
 
 
-def measure(args, tmp, server_cmd, cell, server_env=None):
-    """One run: return dict of metrics, or raise RuntimeError."""
+def measure(args, tmp, server_cmd, cell, server_env=None, rate=None):
+    """One run: return dict of metrics, or raise RuntimeError. rate: the
+    requests/s the client offers (paced), or None for as fast as it can."""
     style, size, addr, _, reconnect = cell
     path = os.path.join(tmp, "s.sock")
     if addr == "unix":
@@ -151,6 +166,8 @@ def measure(args, tmp, server_cmd, cell, server_env=None):
         what = ["--http"] if size is None else ["--size", str(size)]
         if reconnect:
             what.append("--reconnect")
+        if rate:
+            what += ["--rate", str(rate)]
         client = subprocess.Popen(
             [sys.executable, os.path.join(HERE, "client.py"), *target, *what,
              "--conns", str(args.conns), "--duration", str(args.duration),
@@ -234,10 +251,13 @@ def user_share(sampler):
     return 1.0 - kernel / 100.0
 
 
-def c_key(cell):
-    style, size, addr, _, reconnect = cell
+def c_key(args, cell):
+    """The C reference run that serves this cell: one per workload (and,
+    paced, per offered rate), shared by the cells of the three echo styles."""
+    style, size, addr, _, reconnect = CELLS[cell]
+    rate = cell_rate(args, cell)
     return (("connect-" if reconnect else "") + ("http" if size is None else f"echo-{size // KiB}k")
-            + ("-unix" if addr == "unix" else ""))
+            + ("-unix" if addr == "unix" else "") + (f"@{rate:g}" if rate else ""))
 
 
 def rate_unit(cell):
@@ -273,7 +293,7 @@ def report(args, cells, loops, results, cref, failures, meta):
     ratio_to = [l for l in ("asyncio", "uvloop", "rloop", VARIANT) if l in loops and "fastloop" in loops]
 
     def get(cell, col):
-        runs = cref.get(c_key(CELLS[cell]), []) if col == "C epoll" else results[cell][col]
+        runs = cref.get(c_key(args, cell), []) if col == "C epoll" else results[cell][col]
         return runs
 
     def per_loop_table(fmt, needs=None):
@@ -289,6 +309,12 @@ def report(args, cells, loops, results, cref, failures, meta):
         return lines
 
     out = []
+    if args.paced:
+        out.append("**Paced**: the client offers each cell's rate (`PACED_RATES` in "
+                   "run.py) to every loop, so CPU per request compares servers doing the "
+                   "same work per second. Requests/s marked * fell short of the offered "
+                   "rate by more than 3%: that server was saturated.")
+        out.append("")
     out.append(f"Machine: {meta['machine']}; server on CPU {args.server_cpu}, client on CPU "
                f"{args.client_cpu}; {args.conns} connections, {args.duration:g} s per run "
                f"(+{args.warmup:g} s warmup), median of {args.rounds} rounds; "
@@ -303,7 +329,9 @@ def report(args, cells, loops, results, cref, failures, meta):
     out += [head, sep]
     for cell in cells:
         m = {c: med(get(cell, c), "rps") for c in cols}
-        row = [fmt_rps(m[c]) for c in cols] + [fmt_ratio(m["fastloop"], m[l]) for l in ratio_to]
+        offered = cell_rate(args, cell)
+        row = [fmt_rps(m[c]) + ("*" if offered and m[c] and m[c] < 0.97 * offered else "")
+               for c in cols] + [fmt_ratio(m["fastloop"], m[l]) for l in ratio_to]
         out.append(f"| {cell} | " + " | ".join(row) + " |")
     if any(CELLS[c][4] for c in cells):
         out.append("")
@@ -377,6 +405,14 @@ def report(args, cells, loops, results, cref, failures, meta):
     return "\n".join(out)
 
 
+def cell_rate(args, cell):
+    """The requests/s the client offers in this cell: --rate, or with
+    --paced the cell's PACED_RATES entry; None means unpaced."""
+    if args.rate:
+        return args.rate
+    return PACED_RATES[cell] if args.paced else None
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -396,6 +432,11 @@ def main():
     p.add_argument("--no-c", action="store_true", help="skip the C epoll reference")
     p.add_argument("--server-cpu", type=int, default=1)
     p.add_argument("--client-cpu", type=int, default=0)
+    p.add_argument("--paced", action="store_true",
+                   help="offer each cell's fixed rate (PACED_RATES) to every loop instead "
+                        "of running each as fast as it goes")
+    p.add_argument("--rate", type=float,
+                   help="offer this many requests/s in every cell (paced, as --paced)")
     p.add_argument("--json", help="also write every run's raw numbers here")
     p.add_argument("--perf-split", action="store_true",
                    help="split server CPU into user/system from perf samples at "
@@ -429,6 +470,11 @@ def main():
             p.error(f"--only {args.only!r} matches no cell (see --list)")
     else:
         cells = list(DEFAULT_CELLS)
+    if args.rate:
+        args.paced = True
+    if args.paced and not args.rate and [c for c in cells if c not in PACED_RATES]:
+        p.error("--paced has no rate for " + ", ".join(c for c in cells if c not in PACED_RATES)
+                + "; give one with --rate")
 
     allowed = os.sched_getaffinity(0)
     for name in ("server_cpu", "client_cpu"):
@@ -446,7 +492,7 @@ def main():
             subprocess.run(["cc", "-O2", "-o", epoll_bin, os.path.join(HERE, "epoll_echo.c")],
                            check=True)
 
-        c_needed = [] if args.no_c else sorted({c_key(CELLS[c]) for c in cells})
+        c_needed = [] if args.no_c else sorted({c_key(args, c) for c in cells})
         n_runs = args.rounds * (len(cells) * len(loops) + len(c_needed))
         log(f"{len(cells)} cells x {len(loops)} loops + {len(c_needed)} C reference runs, "
             f"{args.rounds} rounds = {n_runs} runs, about "
@@ -466,7 +512,7 @@ def main():
                 spec = CELLS[cell]
                 style, size, addr, two, _ = spec
                 runs = []
-                k = c_key(spec)
+                k = c_key(args, cell)
                 if epoll_bin and k not in done_c:
                     done_c.add(k)
                     runs.append(("C epoll", [epoll_bin] + (["-H"] if size is None else [])))
@@ -483,7 +529,7 @@ def main():
                     if key in failures:
                         continue
                     try:
-                        r = measure(args, tmp, cmd, spec, env)
+                        r = measure(args, tmp, cmd, spec, env, cell_rate(args, cell))
                     except RuntimeError as e:
                         failures[key] = str(e)[:300]
                         log(f"[{rnd + 1}/{args.rounds}] {key[0]:20} {who:8} FAILED: {failures[key]}")
