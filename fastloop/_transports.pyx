@@ -16,7 +16,8 @@ from cpython.buffer cimport PyObject_GetBuffer, PyBuffer_Release, PyBUF_SIMPLE, 
 from cpython.contextvars cimport PyContext_CopyCurrent
 from cpython.weakref cimport PyWeakref_NewRef
 from libc.errno cimport errno, EINTR, ECONNABORTED, ECONNRESET
-from libc.string cimport memcmp, memcpy
+from libc.stdlib cimport realloc, free
+from libc.string cimport memcmp, memcpy, memset
 from posix.unistd cimport close as close_fd
 
 from fastloop._handles cimport Handle, WriteSettler, new_handle, fill_handle
@@ -232,6 +233,11 @@ cdef class TransportBase(WriteSettler):
     cdef bint writing_registered
     cdef bint detached                 # connection_lost() ran: no loop any more
     cdef object __weakref__
+    # The TransportMap this transport is an entry of (an owned reference, kept
+    # out of the garbage collector's sight so that clearing a cycle cannot
+    # drop it before __dealloc__ removes the entry), and the entry's fd.
+    cdef PyObject* registered_in
+    cdef int registered_fd
 
     max_size = READ_SIZE
 
@@ -276,9 +282,23 @@ cdef class TransportBase(WriteSettler):
         self.set_protocol(protocol)
         transports = loop.transports
         if type(transports) is TransportMap:
-            (<TransportMap>transports).put(fd, self)
+            self.register_in(<TransportMap>transports, fd)
         else:
             transports[fd] = self
+
+    cdef register_in(self, TransportMap transports, int fd):
+        """Be fd's entry in transports until deallocated (see TransportMap)."""
+        transports.claim(fd, self)
+        Py_INCREF(transports)
+        self.registered_in = <PyObject*>transports
+        self.registered_fd = fd
+
+    def __dealloc__(self):
+        cdef PyObject* transports = self.registered_in
+        if transports != NULL:
+            self.registered_in = NULL
+            (<TransportMap>transports).release(self.registered_fd, <PyObject*>self)
+            Py_XDECREF(transports)
 
     cdef object socket_object(self):
         """The transport's socket object (made now if it was deferred), or
@@ -1104,22 +1124,69 @@ cdef class TransportMap:
     """loop._transports: which transport owns each fd, held weakly.
 
     asyncio keeps a weakref.WeakValueDictionary there; this is the part of
-    its API asyncio's code and tests use, in C: setting and looking up an
-    entry costs no Python-level call (the dictionary's costs ~1 us per
-    connection). Entries of dead transports are dropped when next looked up
-    or replaced, so they are at most one per fd number."""
-    cdef dict refs
+    its API asyncio's code and tests use, in C. A fastloop transport's entry
+    is a borrowed pointer in an array indexed by fd, which the transport
+    clears when it is deallocated (TransportBase.__dealloc__, right after its
+    weak references die): no weak reference to make per connection, and
+    setting or looking up an entry costs no Python-level call. Anything else
+    stored here (asyncio's own transports, on a loop subclass that makes
+    them) is held by a weak reference, as asyncio holds it."""
+    cdef PyObject** slots              # fd -> a live TransportBase, borrowed
+    cdef Py_ssize_t capacity
+    cdef dict refs                     # fd -> weakref, for other objects
 
     def __cinit__(self):
         self.refs = {}
 
-    cdef object live(self, fd):
-        ref = self.refs.get(fd)
+    def __dealloc__(self):
+        # Transports still registered hold a reference to the map, so none is.
+        free(self.slots)
+
+    cdef int claim(self, int fd, TransportBase transport) except -1:
+        """Register transport as fd's owner (TransportBase.finish_setup)."""
+        cdef Py_ssize_t cap
+        cdef PyObject** grown
+        if fd < 0:
+            raise ValueError(f"invalid file descriptor: {fd}")
+        if fd >= self.capacity:
+            cap = max(64, self.capacity)
+            while cap <= fd:
+                cap *= 2
+            grown = <PyObject**>realloc(self.slots, cap * sizeof(PyObject*))
+            if grown == NULL:
+                raise MemoryError()
+            memset(grown + self.capacity, 0, (cap - self.capacity) * sizeof(PyObject*))
+            self.slots = grown
+            self.capacity = cap
+        if self.refs:
+            self.refs.pop(fd, None)
+        self.slots[fd] = <PyObject*>transport
+        return 0
+
+    cdef void release(self, int fd, PyObject* transport) noexcept:
+        """transport is going away: drop its entry, unless fd is another's now."""
+        if 0 <= fd < self.capacity and self.slots[fd] == transport:
+            self.slots[fd] = NULL
+
+    cdef object live_fd(self, int fd):
+        """fd's live transport, or None."""
+        if 0 <= fd < self.capacity and self.slots[fd] != NULL:
+            return <object>self.slots[fd]
+        return self.live_ref(fd) if self.refs else None
+
+    cdef object live(self, key):
+        """live_fd() for any key the mapping API is given."""
+        if isinstance(key, int) and 0 <= key < self.capacity:
+            return self.live_fd(key)
+        return self.live_ref(key) if self.refs else None
+
+    cdef object live_ref(self, key):
+        ref = self.refs.get(key)
         if ref is None:
             return None
         transport = ref()
         if transport is None:
-            del self.refs[fd]
+            del self.refs[key]
         return transport
 
     def __getitem__(self, fd):
@@ -1133,15 +1200,30 @@ cdef class TransportMap:
         return default if transport is None else transport
 
     def __setitem__(self, fd, transport):
-        self.put(fd, transport)
-
-    cdef put(self, fd, transport):
+        cdef TransportBase own
+        if isinstance(transport, TransportBase) and isinstance(fd, int) and fd >= 0:
+            own = transport
+            if own.registered_in == NULL:
+                own.register_in(self, fd)
+                return
+            if own.registered_in == <PyObject*>self and own.registered_fd == fd:
+                self.claim(fd, own)
+                return
+        # Anything else, and a transport entered under a second fd.
+        self.forget(fd)
         self.refs[fd] = PyWeakref_NewRef(transport, None)
+
+    cdef forget(self, key):
+        cdef Py_ssize_t fd
+        if isinstance(key, int) and 0 <= key < self.capacity:
+            fd = key
+            self.slots[fd] = NULL
+        self.refs.pop(key, None)
 
     def __delitem__(self, fd):
         if self.live(fd) is None:
             raise KeyError(fd)
-        del self.refs[fd]
+        self.forget(fd)
 
     def __contains__(self, fd):
         return self.live(fd) is not None
@@ -1153,8 +1235,12 @@ cdef class TransportMap:
         return iter([fd for fd, _ in self.items()])
 
     def items(self):
-        return [(fd, t) for fd, t in ((fd, ref()) for fd, ref in self.refs.items())
-                if t is not None]
+        cdef Py_ssize_t fd
+        found = [(fd, <object>self.slots[fd]) for fd in range(self.capacity)
+                 if self.slots[fd] != NULL]
+        found += [(fd, t) for fd, t in ((fd, ref()) for fd, ref in self.refs.items())
+                  if t is not None]
+        return found
 
 
 # ---------------------------------------------------------------- accepting
@@ -1416,7 +1502,7 @@ cdef start_accepted_fd(LoopCore loop, protocol_factory, int fd, int family, int 
     PyContext_Enter(ctx)
     try:
         protocol = protocol_factory()
-        live = (<TransportMap>loop.transports).live(fd)
+        live = (<TransportMap>loop.transports).live_fd(fd)
         if live is not None and not live.is_closing():
             # asyncio's fd-in-use check raises here, and its accept task
             # drops the error outside debug mode (the only mode this runs in).

@@ -1342,6 +1342,56 @@ def test_loop_transports_map_follows_transport_lifetime(loop, sockpair):
         registry[fd]
 
 
+@pytest.mark.timeout(30)
+def test_loop_transports_map_api(loop, sockpair):
+    """The mapping API of loop._transports that code outside the loop may
+    use, as asyncio's WeakValueDictionary behaves: other objects are held
+    weakly too, a transport may be entered under a second fd, entries can
+    be deleted and set again, and a transport's entry goes with it."""
+    a, b = sockpair
+    fd = a.fileno()
+
+    class Other:
+        pass
+
+    def view(registry, keys):
+        return {k: registry.get(k) for k in keys if k in registry}
+
+    async def main():
+        transport, _ = await loop.connect_accepted_socket(asyncio.Protocol, a)
+        registry = loop._transports
+        other = Other()
+        far = 100_000                   # beyond any fd in use
+        registry[far] = other
+        registry[fd + 1] = transport    # a second entry for one transport
+        keys = (fd, fd + 1, far)
+        states = [view(registry, keys) == {fd: transport, fd + 1: transport, far: other},
+                  dict(registry.items()).get(far) is other,
+                  set(keys) <= set(registry), len(registry) >= 3]
+        del other
+        gc.collect()
+        states.append(view(registry, keys) == {fd: transport, fd + 1: transport})
+        del registry[fd + 1]
+        with pytest.raises(KeyError):
+            del registry[fd + 1]
+        states.append(view(registry, keys) == {fd: transport})
+        del registry[fd]
+        states.append(view(registry, keys) == {})
+        registry[fd] = transport
+        states.append(view(registry, keys) == {fd: transport})
+        registry[fd] = squatter = Other()       # replaced by something else
+        states.append(view(registry, keys) == {fd: squatter})
+        registry[fd] = transport
+        transport.close()
+        await asyncio.sleep(0.01)
+        return states
+
+    states = run(loop, main())
+    gc.collect()
+    assert states == [True] * len(states)
+    assert fd not in loop._transports
+
+
 class AckingServer(asyncio.Protocol):
     """Answers b"k" each time a whole message (of sizes[i], cycling) has
     arrived; on_data() sees each delivered bytes object first."""
