@@ -1128,9 +1128,13 @@ cdef class TransportMap:
     is a borrowed pointer in an array indexed by fd, which the transport
     clears when it is deallocated (TransportBase.__dealloc__, right after its
     weak references die): no weak reference to make per connection, and
-    setting or looking up an entry costs no Python-level call. Anything else
-    stored here (asyncio's own transports, on a loop subclass that makes
-    them) is held by a weak reference, as asyncio holds it."""
+    setting or looking up an entry costs no Python-level call. (One window
+    differs: the garbage collector clears the weak references of a whole
+    unreachable cycle before running its finalizers, so during those
+    asyncio's entry is gone and this one is not; the loop looks nothing up
+    then.) Anything else stored here (asyncio's own transports, on a loop
+    subclass that makes them, or a transport entered under a second fd) is
+    held by a weak reference, as asyncio holds it."""
     cdef PyObject** slots              # fd -> a live TransportBase, borrowed
     cdef Py_ssize_t capacity
     cdef dict refs                     # fd -> weakref, for other objects
