@@ -48,6 +48,8 @@ from asyncio.log import logger as _logger
 
 cdef extern from "Python.h":
     void Py_XDECREF(PyObject*)
+    # On the bare pointer: an object being freed must not be counted again.
+    Py_ssize_t refcount "Py_REFCNT"(PyObject* o)
     int PyContext_Enter(object ctx) except -1
     int PyContext_Exit(object ctx) except -1
     # len(), -1 with the exception set: the caller checks.
@@ -1175,7 +1177,9 @@ cdef class TransportMap:
     cdef object live_fd(self, int fd):
         """fd's live transport, or None."""
         if 0 <= fd < self.capacity and self.slots[fd] != NULL:
-            return <object>self.slots[fd]
+            # (A transport being deallocated is dead already while its weak
+            # references' callbacks run, before it clears its entry.)
+            return <object>self.slots[fd] if refcount(self.slots[fd]) > 0 else None
         return self.live_ref(fd) if self.refs else None
 
     cdef object live(self, key):
@@ -1241,7 +1245,7 @@ cdef class TransportMap:
     def items(self):
         cdef Py_ssize_t fd
         found = [(fd, <object>self.slots[fd]) for fd in range(self.capacity)
-                 if self.slots[fd] != NULL]
+                 if self.slots[fd] != NULL and refcount(self.slots[fd]) > 0]
         found += [(fd, t) for fd, t in ((fd, ref()) for fd, ref in self.refs.items())
                   if t is not None]
         return found

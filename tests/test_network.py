@@ -25,6 +25,7 @@ import sys
 import tempfile
 import tracemalloc
 import warnings
+import weakref
 
 import pytest
 
@@ -1392,6 +1393,28 @@ def test_loop_transports_map_api(loop, sockpair):
     assert fd not in loop._transports
 
 
+@pytest.mark.timeout(30)
+def test_loop_transports_map_while_a_transport_dies(loop, sockpair):
+    """A weak reference's callback on a transport runs while the transport
+    is being freed: loop._transports no longer has it then (asyncio's weak
+    entry is dead by that time too)."""
+    a, b = sockpair
+    fd = a.fileno()
+    seen = []
+
+    async def main():
+        transport, _ = await loop.connect_accepted_socket(asyncio.Protocol, a)
+        transport.close()
+        await asyncio.sleep(0.01)
+        return weakref.ref(transport, lambda _: seen.append(
+            (loop._transports.get(fd), fd in loop._transports, dict(loop._transports.items()))))
+
+    ref = run(loop, main())
+    gc.collect()
+    assert ref() is None
+    assert seen == [(None, False, {})]
+
+
 class AckingServer(asyncio.Protocol):
     """Answers b"k" each time a whole message (of sizes[i], cycling) has
     arrived; on_data() sees each delivered bytes object first."""
@@ -1537,7 +1560,6 @@ def test_servers_use_an_overridden_accept_connection(impl):
 def test_servers_work_with_a_replaced_transports_registry(impl):
     """A loop subclass may replace loop._transports with asyncio's own
     WeakValueDictionary: accepted connections are still served."""
-    import weakref
 
     def subclass(base):
         class ReplacingLoop(base):
@@ -1596,7 +1618,6 @@ def test_server_counts_its_connections(loop, monkeypatch, patched):
     (_detach), which decides when wait_closed() returns (3.12+); from 3.13
     it keeps the transports in a WeakSet (server._clients). Patched methods
     (the Server's, WeakSet's) and a WeakSet subclass are what runs."""
-    import weakref
     if patched.startswith("weakset") and sys.version_info < (3, 13):
         pytest.skip("asyncio.Server keeps its transports in a WeakSet from 3.13")
     calls = []
