@@ -472,9 +472,9 @@ def main():
         cells = list(DEFAULT_CELLS)
     if args.rate:
         args.paced = True
-    if args.paced and not args.rate and [c for c in cells if c not in PACED_RATES]:
-        p.error("--paced has no rate for " + ", ".join(c for c in cells if c not in PACED_RATES)
-                + "; give one with --rate")
+    unrated = [c for c in cells if c not in PACED_RATES]
+    if args.paced and not args.rate and unrated:
+        p.error(f"--paced has no rate for {', '.join(unrated)}; give one with --rate")
 
     allowed = os.sched_getaffinity(0)
     for name in ("server_cpu", "client_cpu"):
