@@ -1182,10 +1182,17 @@ cdef class TransportMap:
             return <object>self.slots[fd] if refcount(self.slots[fd]) > 0 else None
         return self.live_ref(fd) if self.refs else None
 
+    cdef Py_ssize_t slot_of(self, key) except -2:
+        """The slot of a key the mapping API is given, or -1 if it has none."""
+        if isinstance(key, int) and 0 <= key < self.capacity:
+            return key
+        return -1
+
     cdef object live(self, key):
         """live_fd() for any key the mapping API is given."""
-        if isinstance(key, int) and 0 <= key < self.capacity:
-            return self.live_fd(key)
+        cdef Py_ssize_t fd = self.slot_of(key)
+        if fd >= 0:
+            return self.live_fd(<int>fd)
         return self.live_ref(key) if self.refs else None
 
     cdef object live_ref(self, key):
@@ -1222,9 +1229,8 @@ cdef class TransportMap:
         self.refs[fd] = PyWeakref_NewRef(transport, None)
 
     cdef forget(self, key):
-        cdef Py_ssize_t fd
-        if isinstance(key, int) and 0 <= key < self.capacity:
-            fd = key
+        cdef Py_ssize_t fd = self.slot_of(key)
+        if fd >= 0:
             self.slots[fd] = NULL
         self.refs.pop(key, None)
 
