@@ -1,0 +1,88 @@
+"""The network benchmark's parts run: the C reference server builds and
+answers, and the load generator drives it and a fastloop server, checking
+every reply as it goes (client.py exits non-zero on a wrong byte). Short runs
+with no timing asserted: this guards the harness, not the figures."""
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+NET = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "bench", "net")
+ROOT = os.path.dirname(os.path.dirname(NET))
+
+
+def start(cmd, **kw):
+    """Start a server; return (process, client.py's address arguments)."""
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, **kw)
+    ready = proc.stdout.readline().decode().split()
+    if ready[:2] == ["ready", "tcp"]:
+        return proc, ["--addr", "tcp", "--host", ready[2], "--port", ready[3]]
+    if ready[:2] == ["ready", "unix"]:
+        return proc, ["--addr", "unix", "--path", ready[2]]
+    proc.kill()
+    proc.wait()
+    raise AssertionError(f"server said {ready!r}: {proc.stderr.read().decode()}")
+
+
+def drive(target, *what):
+    """Run client.py briefly; return the number of requests it completed."""
+    out = subprocess.run(
+        [sys.executable, os.path.join(NET, "client.py"), *target, *what,
+         "--conns", "4", "--duration", "0.3", "--warmup", "0.05"],
+        capture_output=True, timeout=30)
+    assert out.returncode == 0, out.stderr.decode()
+    result = [l for l in out.stdout.decode().splitlines() if l.startswith("result ")]
+    assert result, out.stdout.decode()
+    return int(result[-1].split()[1])
+
+
+def stop(proc):
+    proc.kill()
+    proc.wait()
+    proc.stdout.close()
+    proc.stderr.close()
+
+
+@pytest.fixture(scope="module")
+def epoll_echo(tmp_path_factory):
+    if not sys.platform.startswith("linux") or shutil.which("cc") is None:
+        pytest.skip("the C reference server is Linux-only and needs cc")
+    exe = str(tmp_path_factory.mktemp("epoll") / "epoll_echo")
+    subprocess.run(["cc", "-O2", "-Wall", "-Werror", "-o", exe,
+                    os.path.join(NET, "epoll_echo.c")], check=True, timeout=60)
+    return exe
+
+
+@pytest.mark.parametrize("mode", [
+    ("--size", "1024"), ("--size", "102400"), ("--http",),
+    ("--size", "1024", "--reconnect")], ids=["echo-1k", "echo-100k", "http", "reconnect"])
+def test_c_reference_server_tcp(epoll_echo, mode):
+    proc, target = start([epoll_echo] + (["-H"] if "--http" in mode else [])
+                         + ["tcp", "127.0.0.1", "0"])
+    try:
+        assert drive(target, *mode) > 0
+    finally:
+        stop(proc)
+
+
+def test_c_reference_server_unix(epoll_echo, tmp_path):
+    proc, target = start([epoll_echo, "unix", str(tmp_path / "s.sock")])
+    try:
+        assert drive(target, "--size", "1024") > 0
+    finally:
+        stop(proc)
+
+
+@pytest.mark.parametrize("style", ["protocol", "http", "streams", "sock"])
+def test_fastloop_bench_server(style):
+    env = dict(os.environ, PYTHONPATH=ROOT)
+    if style == "http":
+        pytest.importorskip("httptools")
+    proc, target = start([sys.executable, os.path.join(NET, "servers.py"), "--loop", "fastloop",
+                          "--style", style, "--port", "0"], env=env)
+    try:
+        assert drive(target, *(["--http"] if style == "http" else ["--size", "1024"])) > 0
+    finally:
+        stop(proc)
