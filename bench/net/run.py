@@ -180,10 +180,10 @@ def measure(args, tmp, server_cmd, cell, server_env=None, rate=None):
                 raise RuntimeError("unexpected client output")
             sampler = start_sampling(server.pid, tmp) if args.perf_split else None
             s0, c0, t0 = sp.cpu_times(), cp.cpu_times(), time.monotonic()
-            sleeps0 = sp.num_ctx_switches().voluntary
+            sleeps0, fds0 = sp.num_ctx_switches().voluntary, sp.num_fds()
             result = c_lines.readline(args.duration + 20).split()
             s1, c1, t1 = sp.cpu_times(), cp.cpu_times(), time.monotonic()
-            sleeps1 = sp.num_ctx_switches().voluntary
+            sleeps1, fds1 = sp.num_ctx_switches().voluntary, sp.num_fds()
         except RuntimeError as e:
             srv = stderr_tail(s_err)
             raise RuntimeError(f"client {e}: {stderr_tail(c_err)}"
@@ -207,6 +207,9 @@ def measure(args, tmp, server_cmd, cell, server_env=None, rate=None):
             # Voluntary context switches: times the server blocked (in its
             # poll, mostly) and was woken; each costs kernel time.
             "sleeps_per_req": (sleeps1 - sleeps0) / count,
+            # Open fds gained per request: ~0 for a server that closes what
+            # it accepts (connect-* cells), ~1 for one that leaks them.
+            "fds_per_req": (fds1 - fds0) / count,
             "client_util": (c1.user - c0.user + c1.system - c0.system) / wall,
         }
     finally:
@@ -384,6 +387,18 @@ def report(args, cells, loops, results, cref, failures, meta):
                "that is often ahead of its client pays more often.")
     out.append("")
     out += per_loop_table(lambda runs: f"{med(runs, 'sleeps_per_req'):.3f}", "sleeps_per_req")
+    leaks = []
+    for cell in cells:
+        for c in cols:
+            held = med([r for r in get(cell, c) if "fds_per_req" in r], "fds_per_req")
+            if held is not None and held > 0.1:
+                leaks.append(f"{cell}/{c} {held:.2f}")
+    if leaks:
+        out.append("")
+        out.append("**Open fds gained per request** (a server that closes the connections "
+                   "it accepts holds about as many fds at the end of a run as at the "
+                   "start; these did not, so their CPU per request leaves out part of "
+                   "a connection's teardown): " + ", ".join(leaks) + ".")
     noisy = []
     for cell in cells:
         for c in cols:
