@@ -65,7 +65,7 @@ def measure(args, loop, cell, tmp):
         os.unlink(old)
     server = subprocess.Popen(
         ["valgrind", "--tool=callgrind", "--compress-strings=no", "--compress-pos=no",
-         f"--callgrind-out-file={out}", os.path.realpath(sys.executable),
+         f"--callgrind-out-file={out}", sys.executable,
          os.path.join(HERE, "servers.py"), "--loop", loop, "--style", style, "--port", "0"]
         + (["--two-writes"] if two_writes else []),
         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
@@ -81,7 +81,9 @@ def measure(args, loop, cell, tmp):
         client = subprocess.run(
             [sys.executable, os.path.join(HERE, "client.py"), "--port", port, *what,
              "--conns", str(args.conns), "--duration", str(args.duration), "--warmup", "0"],
-            check=True, capture_output=True, text=True)
+            capture_output=True, text=True)
+        if client.returncode:
+            raise SystemExit(f"client failed against {loop} {cell}: {client.stderr.strip()}")
         requests = int(client.stdout.split("result")[1].split()[0])
         subprocess.run(["callgrind_control", "-d", str(server.pid)], check=True,
                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
