@@ -86,3 +86,30 @@ def test_fastloop_bench_server(style):
         assert drive(target, *(["--http"] if style == "http" else ["--size", "1024"])) > 0
     finally:
         stop(proc)
+
+
+def test_driver_reports_every_loop_and_the_c_reference(tmp_path):
+    """run.py end to end for one short round: the C reference builds, each
+    loop's server runs, and the tables carry their figures."""
+    pytest.importorskip("psutil")
+    if not sys.platform.startswith("linux") or shutil.which("cc") is None:
+        pytest.skip("the C reference server is Linux-only and needs cc")
+    out = subprocess.run(
+        [sys.executable, os.path.join(NET, "run.py"), "--only", "protocol-1k,connect-1k",
+         "--loops", "fastloop,asyncio", "--rounds", "1", "--duration", "0.3",
+         "--warmup", "0.1", "--json", str(tmp_path / "net.json")],
+        capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    rows = {line.split("|")[1].strip(): line for line in out.stdout.splitlines()
+            if line.startswith("| protocol-1k") or line.startswith("| connect-1k")}
+    assert set(rows) == {"protocol-1k", "connect-1k"}
+    assert "Skipped" not in out.stdout
+    import json
+    data = json.loads((tmp_path / "net.json").read_text())
+    for cell in ("protocol-1k", "connect-1k"):
+        for loop in ("fastloop", "asyncio"):
+            (run,) = data["results"][cell][loop]
+            assert run["requests"] > 0 and run["cpu_us"] > 0
+            # Both close what they accept: no fd gained per connection.
+            assert run["fds_per_req"] < 0.1
+    assert data["c_ref"]["echo-1k"] and data["c_ref"]["connect-echo-1k"]
