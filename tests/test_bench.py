@@ -2,6 +2,7 @@
 answers, and the load generator drives it and a fastloop server, checking
 every reply as it goes (client.py exits non-zero on a wrong byte). Short runs
 with no timing asserted: this guards the harness, not the figures."""
+import json
 import os
 import shutil
 import subprocess
@@ -10,6 +11,10 @@ import sys
 import pytest
 
 NET = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "bench", "net")
+
+needs_c_server = pytest.mark.skipif(
+    not sys.platform.startswith("linux") or shutil.which("cc") is None,
+    reason="the C reference server is Linux-only and needs cc")
 
 
 def start(cmd, **kw):
@@ -46,14 +51,13 @@ def stop(proc):
 
 @pytest.fixture(scope="module")
 def epoll_echo(tmp_path_factory):
-    if not sys.platform.startswith("linux") or shutil.which("cc") is None:
-        pytest.skip("the C reference server is Linux-only and needs cc")
     exe = str(tmp_path_factory.mktemp("epoll") / "epoll_echo")
     subprocess.run(["cc", "-O2", "-Wall", "-Werror", "-o", exe,
                     os.path.join(NET, "epoll_echo.c")], check=True, timeout=60)
     return exe
 
 
+@needs_c_server
 @pytest.mark.parametrize("mode", [
     ("--size", "1024"), ("--size", "102400"), ("--http",),
     ("--size", "1024", "--reconnect")], ids=["echo-1k", "echo-100k", "http", "reconnect"])
@@ -66,6 +70,7 @@ def test_c_reference_server_tcp(epoll_echo, mode):
         stop(proc)
 
 
+@needs_c_server
 def test_c_reference_server_unix(epoll_echo, tmp_path):
     proc, target = start([epoll_echo, "unix", str(tmp_path / "s.sock")])
     try:
@@ -88,12 +93,11 @@ def test_fastloop_bench_server(style):
         stop(proc)
 
 
+@needs_c_server
 def test_driver_reports_every_loop_and_the_c_reference(tmp_path):
     """run.py end to end for one short round: the C reference builds, each
     loop's server runs, and the tables carry their figures."""
     pytest.importorskip("psutil")
-    if not sys.platform.startswith("linux") or shutil.which("cc") is None:
-        pytest.skip("the C reference server is Linux-only and needs cc")
     out = subprocess.run(
         [sys.executable, os.path.join(NET, "run.py"), "--only", "protocol-1k,connect-1k",
          "--loops", "fastloop,asyncio", "--rounds", "1", "--duration", "0.3",
@@ -104,7 +108,6 @@ def test_driver_reports_every_loop_and_the_c_reference(tmp_path):
             if line.startswith("| protocol-1k") or line.startswith("| connect-1k")}
     assert set(rows) == {"protocol-1k", "connect-1k"}
     assert "Skipped" not in out.stdout
-    import json
     data = json.loads((tmp_path / "net.json").read_text())
     for cell in ("protocol-1k", "connect-1k"):
         for loop in ("fastloop", "asyncio"):
