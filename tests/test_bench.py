@@ -60,7 +60,9 @@ def epoll_echo(tmp_path_factory):
 @needs_c_server
 @pytest.mark.parametrize("mode", [
     ("--size", "1024"), ("--size", "102400"), ("--http",),
-    ("--size", "1024", "--reconnect")], ids=["echo-1k", "echo-100k", "http", "reconnect"])
+    ("--size", "1024", "--reconnect"), ("--size", "1024", "--rate", "2000"),
+    ("--size", "1024", "--reconnect", "--rate", "500")],
+    ids=["echo-1k", "echo-100k", "http", "reconnect", "paced", "paced-reconnect"])
 def test_c_reference_server_tcp(epoll_echo, mode):
     proc, target = start([epoll_echo] + (["-H"] if "--http" in mode else [])
                          + ["tcp", "127.0.0.1", "0"])

@@ -206,6 +206,12 @@ def pingpong(args, msg, reply_len):
     def send(fd):
         return send_request(socks[fd], fd, msg, outbuf)
 
+    def send_next(fd):
+        """The next request on a connection registered for replies."""
+        mask = send(fd)
+        if mask != select.EPOLLIN:
+            ep.modify(fd, mask)
+
     for fd in socks:
         remaining[fd] = reply_len
         ep.register(fd, send(fd))
@@ -218,10 +224,7 @@ def pingpong(args, msg, reply_len):
     while not window.done(count):
         events = pacer.wait(ep, poll) if idle else poll(1.0)
         while idle and pacer.take():
-            fd = idle.popleft()
-            mask = send(fd)
-            if mask != select.EPOLLIN:
-                ep.modify(fd, mask)
+            send_next(idle.popleft())
         if window.stalled(events) and not idle:
             raise SystemExit("client: no progress for 5 s")
         for fd, ev in events:
@@ -244,10 +247,8 @@ def pingpong(args, msg, reply_len):
                 remaining[fd] = reply_len
                 if pacer is not None and not pacer.take():
                     idle.append(fd)
-                    continue
-                mask = send(fd)
-                if mask != select.EPOLLIN:
-                    ep.modify(fd, mask)
+                else:
+                    send_next(fd)
     for s in socks.values():
         s.close()
 

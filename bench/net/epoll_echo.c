@@ -76,7 +76,7 @@ static void drop(int fd) {
     close(fd);  /* also leaves the epoll set: nothing else holds the fd */
 }
 
-/* Queue len bytes after what is already pending; the caller flushes. */
+/* Keep len bytes after what is already pending, for flush(). */
 static void queue(struct conn *c, const char *data, size_t len) {
     if (c->pending_len + len > c->pending_cap) {
         size_t cap = c->pending_cap ? c->pending_cap : 4096;
@@ -111,24 +111,22 @@ static int flush(int fd, struct conn *c) {
     return c->pending_len ? 1 : 0;
 }
 
-/* Send data now; whatever the socket does not take is queued. */
+/* Send data now (nothing is pending: reading stops while anything is);
+ * whatever the socket does not take is queued. Returns as flush() does. */
 static int send_or_queue(int fd, struct conn *c, const char *data, size_t len) {
-    if (c->pending_len == 0) {
-        ssize_t n;
-        do
-            n = send(fd, data, len, MSG_NOSIGNAL);
-        while (n < 0 && errno == EINTR);
-        if (n < 0 && errno != EAGAIN)
+    ssize_t n;
+    do
+        n = send(fd, data, len, MSG_NOSIGNAL);
+    while (n < 0 && errno == EINTR);
+    if (n < 0) {
+        if (errno != EAGAIN)
             return -1;
-        if (n > 0) {
-            data += n;
-            len -= (size_t)n;
-        }
-        if (len == 0)
-            return 0;
+        n = 0;
     }
-    queue(c, data, len);
-    return flush(fd, c);
+    if ((size_t)n == len)
+        return 0;
+    queue(c, data + n, len - (size_t)n);  /* the socket is full: wait for EPOLLOUT */
+    return 1;
 }
 
 static void watch(int fd, unsigned events, int op) {
