@@ -58,6 +58,9 @@ cdef class LoopCore(LoopBase):
     cdef bint stopping
     cdef bint running
     cdef unsigned long thread_ident
+    # {'loop': self} while running: Future() and Task() take loop= from it
+    # without a keyword dict being built for each call (see new_future()).
+    cdef dict loop_kwargs
     cdef double clock_resolution
     cdef public object _current_handle
     cdef public object _task_factory

@@ -8,6 +8,7 @@ import gc
 import socket
 import sys
 import threading
+import weakref
 
 import pytest
 
@@ -87,6 +88,28 @@ def test_many_loops_created_and_closed_do_not_leak(loop_factory):
         cycle()
     growth = _blocks() - before
     assert growth < 300, f"{growth} more memory blocks after 100 loops"
+
+
+def test_closed_loop_is_freed_without_the_cycle_collector(loop_factory):
+    # Nothing the loop keeps while running (such as the keyword dict it
+    # hands Future() and Task()) may leave a reference cycle through it.
+    loop = loop_factory()
+
+    async def main():
+        fut = loop.create_future()
+        loop.call_soon(fut.set_result, 1)
+        await fut
+        await loop.create_task(asyncio.sleep(0))
+
+    gc.disable()
+    try:
+        loop.run_until_complete(main())
+        loop.close()
+        ref = weakref.ref(loop)
+        del loop
+        assert ref() is None
+    finally:
+        gc.enable()
 
 
 class _Echo(asyncio.Protocol):
