@@ -666,6 +666,7 @@ cdef class SocketTransport(TransportBase):
     cdef Py_ssize_t read_hint          # how much to read for it (see _streams.pxd)
     cdef object empty_waiter           # loop.sendfile() waits for the buffer to drain
     cdef object pending                # the first deferred write (see settle_writes)
+    cdef object pending_second         # and the second (a header, then a body)
     cdef Py_ssize_t sent_of_first      # bytes of buffer[0] already sent
     cdef bint eof                      # write_eof() was called
 
@@ -909,6 +910,34 @@ cdef class SocketTransport(TransportBase):
         self.start_writing()
         self.keep_unsent(data, buf, size, n)
 
+    cdef send_pair(self, bytes first, bytes second):
+        """send_now() of two pieces, in one writev()."""
+        cdef iovec iov[2]
+        cdef ssize_t n
+        cdef int err
+        cdef Py_ssize_t size1 = PyBytes_GET_SIZE(first), size2 = PyBytes_GET_SIZE(second)
+        iov[0].iov_base = PyBytes_AS_STRING(first)
+        iov[0].iov_len = size1
+        iov[1].iov_base = PyBytes_AS_STRING(second)
+        iov[1].iov_len = size2
+        while True:
+            n = writev(self._sock_fd, iov, 2)
+            if n >= 0 or errno != EINTR:
+                err = errno
+                break
+        if n == size1 + size2:
+            return
+        if n < 0:
+            if not would_block(err):
+                self.fatal_error(os_error(err), "Fatal write error on socket transport")
+                return
+            n = 0
+        self.start_writing()
+        if n < size1:
+            self.keep_unsent(first, PyBytes_AS_STRING(first), size1, n)
+            n = size1
+        self.keep_unsent(second, PyBytes_AS_STRING(second), size2, n - size1)
+
     cdef keep_unsent(self, object data, char* buf, Py_ssize_t size, Py_ssize_t sent):
         # Kept as bytes we own: a caller may reuse its bytearray right after
         # write() returns.
@@ -926,7 +955,9 @@ cdef class SocketTransport(TransportBase):
     # loop rather than from inside the protocol's Python code. The transport's
     # own data_received() settles when it returns; any other callback, when
     # the loop regains control (LoopCore.settle_writes). The first piece
-    # waits in `pending`, any others in `buffer`; `deferred` is their size,
+    # waits in `pending`, the second in `pending_second` (so the usual
+    # header-then-body pair needs no list), any others in `buffer`;
+    # `deferred` is their size,
     # which buffer_size does not count until they are settled. Anything that
     # could see the difference from asyncio's write-at-once (the buffer size,
     # closing, the socket itself, the callback raising) settles them first.
@@ -944,7 +975,12 @@ cdef class SocketTransport(TransportBase):
         self.queued = True
 
     cdef defer_another(self, object data, char* buf, Py_ssize_t size):
-        self.buffer.append(data if type(data) is bytes else PyBytes_FromStringAndSize(buf, size))
+        if type(data) is not bytes:
+            data = PyBytes_FromStringAndSize(buf, size)
+        if self.pending_second is None:
+            self.pending_second = data
+        else:
+            self.buffer.append(data)
         self.deferred += size
         if self.deferred > self.high_water:
             # A protocol writing this much at once gets pause_writing() during
@@ -953,16 +989,19 @@ cdef class SocketTransport(TransportBase):
 
     cdef int settle_writes(self) except -1:
         """Send the deferred writes (see above)."""
-        cdef object first = self.pending
+        cdef object first = self.pending, second = self.pending_second
         cdef Py_ssize_t size = self.deferred
         if not size:
             return 0
-        self.pending = None
+        self.pending = self.pending_second = None
         self.deferred = 0
-        if not self.buffer:
+        if second is None:
             self.send_now(first, PyBytes_AS_STRING(first), size)
             return 0
-        self.buffer.insert(0, first)
+        if not self.buffer:
+            self.send_pair(first, second)
+            return 0
+        self.buffer[0:0] = (first, second)
         self.buffer_size += size
         if self.flush() and self.buffer:
             self.start_writing()

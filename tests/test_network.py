@@ -3046,6 +3046,18 @@ def _write_beyond_the_socket_buffer(proto, tr):
     proto.seen["buffered"] = tr.get_write_buffer_size() > 0
 
 
+# A header and a body (one writev() when settled), more than the socket
+# takes: the kernel stops within the second piece, or within the first.
+def _write_short_header_and_long_body(proto, tr):
+    tr.write(TIGHT_WRITE[:1000])
+    tr.write(TIGHT_WRITE[1000:])
+
+
+def _write_long_header_and_short_body(proto, tr):
+    tr.write(TIGHT_WRITE[:-1000])
+    tr.write(TIGHT_WRITE[-1000:])
+
+
 def _write_beyond_the_socket_buffer_then_close(proto, tr):
     tr.write(TIGHT_WRITE)
     tr.close()
@@ -3055,6 +3067,13 @@ def _write_beyond_the_socket_buffer_then_lower_the_mark(proto, tr):
     tr.write(TIGHT_WRITE)
     tr.set_write_buffer_limits(high=1000)
     proto.seen["paused"] = "pause_writing" in proto.events
+
+
+def _write_header_and_body(proto, tr):
+    body = bytearray(b"body")
+    tr.write(b"head")
+    tr.write(body)
+    body[:] = b"XXXX"                       # reused right after write(): not sent
 
 
 def _write_then_close(proto, tr):
@@ -3187,6 +3206,7 @@ def run_write_script(loop, sockpair, script, where="data_received"):
 @pytest.mark.parametrize("where", IN_CALLBACKS)
 @pytest.mark.parametrize("script, expected, seen", [
     (_write_only, b"only", {}),
+    (_write_header_and_body, b"headbody", {}),
     # the kernel took it all, as in asyncio: nothing buffered
     (_write_pieces, b"abcdefgh", {"size": 0}),
 ])
@@ -3248,6 +3268,8 @@ def tight_pair():
 @pytest.mark.parametrize("where", IN_CALLBACKS)
 @pytest.mark.parametrize("script, seen", [
     (_write_beyond_the_socket_buffer, {"buffered": True}),
+    (_write_short_header_and_long_body, {}),
+    (_write_long_header_and_short_body, {}),
     (_write_beyond_the_socket_buffer_then_close, {}),
     (_write_beyond_the_socket_buffer_then_lower_the_mark, {"paused": True}),
 ])
