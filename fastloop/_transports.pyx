@@ -957,10 +957,10 @@ cdef class SocketTransport(TransportBase):
     # the loop regains control (LoopCore.settle_writes). The first piece
     # waits in `pending`, the second in `pending_second` (so the usual
     # header-then-body pair needs no list), any others in `buffer`;
-    # `deferred` is their size,
-    # which buffer_size does not count until they are settled. Anything that
-    # could see the difference from asyncio's write-at-once (the buffer size,
-    # closing, the socket itself, the callback raising) settles them first.
+    # `deferred` is their size, which buffer_size does not count until they
+    # are settled. Anything that could see the difference from asyncio's
+    # write-at-once (the buffer size, closing, the socket itself, the
+    # callback raising) settles them first.
     # Writes made while the loop is not running a callback (before it runs,
     # from a signal handler during a poll) are sent at once.
 
