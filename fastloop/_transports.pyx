@@ -891,29 +891,35 @@ cdef class SocketTransport(TransportBase):
         else:
             self.send_now(data, buf, size)
 
-    cdef send_now(self, object data, char* buf, Py_ssize_t size, bytes then=None):
-        """Send with nothing queued (and `then` after it, in the same
-        writev()); keep what the kernel does not take."""
+    cdef send_now(self, object data, char* buf, Py_ssize_t size):
+        """Send with nothing queued; keep what the kernel does not take."""
+        cdef ssize_t n
+        while True:
+            n = send(self._sock_fd, buf, size, FL_MSG_NOSIGNAL)
+            if n >= 0 or errno != EINTR:
+                break
+        if n != size:
+            self.sent_short(n, errno, data, buf, size, None)
+
+    cdef send_pair(self, bytes first, bytes second):
+        """send_now() of two pieces, in one writev()."""
         cdef iovec iov[2]
         cdef ssize_t n
-        cdef int err
-        cdef Py_ssize_t then_size = 0
-        if then is not None:
-            then_size = PyBytes_GET_SIZE(then)
-            iov[0].iov_base = buf
-            iov[0].iov_len = size
-            iov[1].iov_base = PyBytes_AS_STRING(then)
-            iov[1].iov_len = then_size
+        iov[0].iov_base = PyBytes_AS_STRING(first)
+        iov[0].iov_len = PyBytes_GET_SIZE(first)
+        iov[1].iov_base = PyBytes_AS_STRING(second)
+        iov[1].iov_len = PyBytes_GET_SIZE(second)
         while True:
-            if then is None:
-                n = send(self._sock_fd, buf, size, FL_MSG_NOSIGNAL)
-            else:
-                n = writev(self._sock_fd, iov, 2)
+            n = writev(self._sock_fd, iov, 2)
             if n >= 0 or errno != EINTR:
-                err = errno
                 break
-        if n == size + then_size:
-            return
+        if n != <ssize_t>(iov[0].iov_len + iov[1].iov_len):
+            self.sent_short(n, errno, first, <char*>iov[0].iov_base, iov[0].iov_len, second)
+
+    cdef sent_short(self, ssize_t n, int err, object data, char* buf, Py_ssize_t size,
+                    bytes then):
+        """send_now() or send_pair() sent n bytes (-1: errno err) of data's
+        size at buf and then's: fail, or keep the rest for the fd's writer."""
         if n < 0:
             if not would_block(err):
                 self.fatal_error(os_error(err), "Fatal write error on socket transport")
@@ -924,7 +930,7 @@ cdef class SocketTransport(TransportBase):
             self.keep_unsent(data, buf, size, n)
             n = size
         if then is not None:
-            self.keep_unsent(then, PyBytes_AS_STRING(then), then_size, n - size)
+            self.keep_unsent(then, PyBytes_AS_STRING(then), PyBytes_GET_SIZE(then), n - size)
 
     cdef keep_unsent(self, object data, char* buf, Py_ssize_t size, Py_ssize_t sent):
         # Kept as bytes we own: a caller may reuse its bytearray right after
@@ -983,8 +989,11 @@ cdef class SocketTransport(TransportBase):
             return 0
         self.pending = self.pending_second = None
         self.deferred = 0
+        if second is None:
+            self.send_now(first, PyBytes_AS_STRING(first), size)
+            return 0
         if not self.buffer:
-            self.send_now(first, PyBytes_AS_STRING(first), PyBytes_GET_SIZE(first), second)
+            self.send_pair(first, second)
             return 0
         self.buffer[0:0] = (first, second)
         self.buffer_size += size
