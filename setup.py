@@ -10,7 +10,7 @@ from setuptools import Extension, setup
 
 DEBUG = os.environ.get("FASTLOOP_DEBUG", "") not in ("", "0")
 
-MODULES = ["_handles", "_poller", "_core", "_recvbuf", "_streams", "_servers", "_transports", "_sockops"]
+MODULES = ["_handles", "_poller", "_core", "_recvbuf", "_futures", "_streams", "_servers", "_transports", "_sockops"]
 
 
 def extensions():

@@ -211,6 +211,20 @@ static inline int fl_method_is(PyObject *obj, PyObject *name, PyObject *func) {
     return same;
 }
 
+/* obj has no attributes of its own: its type gives it no __dict__, or the
+ * one it gives was never filled. An attribute lookup on it then finds what
+ * its type has. 0 when that is not known cheaply (a managed __dict__). */
+static inline int fl_no_instance_dict(PyObject *obj) {
+    Py_ssize_t offset = Py_TYPE(obj)->tp_dictoffset;
+    if (offset > 0)
+        return *(PyObject **)((char *)obj + offset) == NULL;
+#ifdef Py_TPFLAGS_MANAGED_DICT
+    if (PyType_HasFeature(Py_TYPE(obj), Py_TPFLAGS_MANAGED_DICT))
+        return 0;
+#endif
+    return offset == 0;
+}
+
 /* Buffers exported from a bytearray (memoryviews...): while any is, it
  * cannot be resized. */
 static inline Py_ssize_t fl_bytearray_exports(PyObject *b) {

@@ -13,6 +13,7 @@ socket.socket objects.
 from cpython.buffer cimport PyObject_GetBuffer, PyBuffer_Release, PyBUF_SIMPLE, PyBUF_WRITABLE
 from libc.errno cimport errno, EINTR
 
+from fastloop._futures cimport future_done, future_set_result
 from fastloop._handles cimport Handle
 from fastloop._core cimport LoopCore
 from fastloop._poller cimport READABLE, WRITABLE
@@ -106,7 +107,7 @@ cdef class SockWait(Handle):
         cdef object result
         cdef Py_ssize_t sent, total
         fut = self.fut
-        if fut.done():                       # cancelled meanwhile
+        if future_done(fut):                 # cancelled meanwhile
             self.finish()
             return 0
         try:
@@ -131,7 +132,7 @@ cdef class SockWait(Handle):
         if result is None:
             return 0
         self.finish()
-        fut.set_result(None if self.op == SENDALL else result)
+        future_set_result(fut, None if self.op == SENDALL else result)
         return 0
 
     cdef finish(self):

@@ -26,12 +26,14 @@ from libc.string cimport memcpy
 from fastloop._sysio cimport ssize_t, recv
 from fastloop._recvbuf cimport READ_SIZE, read_some, last_read_data
 from fastloop._originals cimport original, fl_method_is
+from fastloop._futures cimport future_cancelled, future_set_result
 
 from asyncio import streams as _streams
 
 cdef extern from "Python.h":
     # Borrowed; NULL (no exception) when the type has no such attribute.
     PyObject* _PyType_Lookup(PyTypeObject* type, object name)
+    long PyLong_AsLongAndOverflow(object, int* overflow) except? -1
 
 cdef extern from "_compat.h":
     Py_ssize_t fl_bytearray_exports(object b)
@@ -131,10 +133,11 @@ cdef ssize_t feed_stream_reader(object protocol, int fd, Py_ssize_t* hint,
     waiter = reader._waiter
     if waiter is not None:
         reader._waiter = None
-        if not waiter.cancelled():
-            waiter.set_result(None)
+        # _wakeup_waiter():
+        if not future_cancelled(waiter):
+            future_set_result(waiter, None)
     # Its pause test, with the one operand that usually settles it read first.
-    if PyByteArray_GET_SIZE(buf) <= 2 * reader._limit:
+    if not over_twice(PyByteArray_GET_SIZE(buf), reader._limit):
         return n
     transport = reader._transport
     if transport is not None and not reader._paused:
@@ -145,3 +148,16 @@ cdef ssize_t feed_stream_reader(object protocol, int fd, Py_ssize_t* hint,
         else:
             reader._paused = True
     return n
+
+
+cdef bint over_twice(Py_ssize_t size, object limit) except -1:
+    """size > 2 * limit, as feed_data() computes it; an int limit is compared
+    in C (no Python arithmetic per read)."""
+    cdef int overflow = 0
+    cdef long n
+    if type(limit) is int:
+        n = PyLong_AsLongAndOverflow(limit, &overflow)
+        if overflow == 0:
+            return n < 0 or size - n > n    # size >= 0: neither side overflows
+        return overflow < 0
+    return size > 2 * limit

@@ -146,6 +146,87 @@ def test_reader_limit_pauses_and_resumes_reading(loop):
     assert run(loop, main()) == (True, True, True, data)
 
 
+class Limit(int):
+    pass
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("limit, pauses", [
+    (1000.0, True), (Limit(1000), True), (1 << 80, False)], ids=str)
+def test_reader_limit_of_any_number_type(loop, limit, pauses):
+    """feed_data() compares the buffer with twice its reader's _limit, of
+    whatever number type it is (fastloop compares an int in C)."""
+    data = payloads([200_000])[0][:200_000]
+
+    async def main():
+        reader, writer, peer = await connected()
+        reader._limit = limit
+        transport = writer.transport
+        sender = asyncio.ensure_future(send_all(peer, [data]))
+        while transport.is_reading() and len(reader._buffer) < len(data):
+            await asyncio.sleep(0)
+        paused = not transport.is_reading()
+        got = bytearray()
+        while len(got) < len(data):
+            got += await reader.read(700)
+        await sender
+        await close(writer, peer)
+        return paused, bytes(got)
+
+    assert run(loop, main()) == (pauses, data)
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("how", ["instance attributes", "subclass"])
+def test_waiter_methods_replaced_on_the_future_are_called(loop, how):
+    """The reader's waiter (a future from loop.create_future()) is woken
+    through its cancelled() and set_result() as Python would look them up."""
+    calls = []
+
+    class Waiter(asyncio.Future):
+        def cancelled(self):
+            calls.append("cancelled")
+            return super().cancelled()
+
+        def set_result(self, result):
+            calls.append("set_result")
+            super().set_result(result)
+
+    def create_future():
+        if how == "subclass":
+            return Waiter(loop=loop)
+        future = asyncio.Future(loop=loop)
+        cancelled, set_result = future.cancelled, future.set_result
+
+        def recorded_cancelled():
+            calls.append("cancelled")
+            return cancelled()
+
+        def recorded_set_result(result):
+            calls.append("set_result")
+            set_result(result)
+
+        future.cancelled = recorded_cancelled
+        future.set_result = recorded_set_result
+        return future
+
+    async def main():
+        reader, writer, peer = await connected()
+        loop.create_future = create_future
+        try:
+            pending = asyncio.ensure_future(reader.read(10))
+            await spin(2)
+            await loop.sock_sendall(peer, b"woken")
+            got = await pending
+        finally:
+            del loop.create_future
+        await close(writer, peer)
+        return got
+
+    assert run(loop, main()) == b"woken"
+    assert calls == ["cancelled", "set_result"]
+
+
 @pytest.mark.timeout(30)
 @pytest.mark.parametrize("owner, name, when", [
     ("StreamReader", "feed_data", "before"),
