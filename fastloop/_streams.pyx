@@ -15,7 +15,9 @@ not a bytearray) is left to data_received() and runs as in asyncio.
 The code is checked on every read, as Python would look it up: on the
 protocol's type (the property) and on the reader (its methods, instance
 attributes included), so a patch made at any time is honoured. The state is
-read and written through the attributes asyncio's code uses.
+read and written through the attributes asyncio's code uses, in place in
+the instances' attribute values where the interpreter's own specialized
+code would do that (_attrs.h).
 """
 from cpython.object cimport PyObject, PyTypeObject, Py_TYPE
 from cpython.method cimport PyMethod_Check, PyMethod_GET_FUNCTION, PyMethod_GET_SELF
@@ -38,6 +40,19 @@ cdef extern from "Python.h":
 cdef extern from "_compat.h":
     Py_ssize_t fl_bytearray_exports(object b)
 
+cdef extern from "_attrs.h":
+    ctypedef struct fl_attr:
+        PyObject* name
+    bint fl_inline_attrs_on
+    int fl_attr_init(fl_attr* a, const char* name) except -1
+    void fl_attr_clear(fl_attr* a)
+    void fl_attr_resolve(object obj, fl_attr* a) noexcept
+    PyObject* fl_attr_peek(object obj, fl_attr* a) noexcept
+    bint fl_attr_type_value(object obj, fl_attr* a, PyObject** found) noexcept
+    int fl_attr_is_method(object obj, fl_attr* a, object func) noexcept
+    object fl_getattr(object obj, fl_attr* a)
+    int fl_setattr(object obj, fl_attr* a, object value) except -1
+
 
 cdef enum:
     # From this read size hint on, reads go straight into the reader's
@@ -57,6 +72,81 @@ cdef bint _KNOWN = (_DATA_RECEIVED is not None and _STREAM_READER is not None
                     and _FEED_DATA is not None and _WAKEUP_WAITER is not None)
 
 
+def _inline_attrs_work():
+    """Check _attrs.h's view of instance attribute values against this
+    interpreter: values are found where they are, absent and shadowing
+    ones are told apart, writes land, a __dict__ or a data descriptor
+    turns the fast path off."""
+    cdef fl_attr a, b, c, m
+    fl_attr_init(&a, "a")
+    fl_attr_init(&b, "b")
+    fl_attr_init(&c, "c")
+    fl_attr_init(&m, "m")
+    global fl_inline_attrs_on
+    cdef bint was_on = fl_inline_attrs_on
+    fl_inline_attrs_on = True
+    try:
+        return probe(&a, &b, &c, &m)
+    finally:
+        fl_inline_attrs_on = was_on
+        fl_attr_clear(&a)
+        fl_attr_clear(&b)
+        fl_attr_clear(&c)
+        fl_attr_clear(&m)
+
+
+cdef bint probe(fl_attr* a, fl_attr* b, fl_attr* c, fl_attr* m) except -1:
+
+    class Probe:
+        def __init__(self):
+            self.a = 1
+            self.b = [2]
+
+        def m(self):
+            pass
+
+    p = Probe()
+    other = Probe()
+    other.c = 3
+    if not (fl_attr_peek(p, a) == <PyObject*>p.a and fl_attr_peek(p, b) == <PyObject*>p.b
+            and fl_attr_peek(other, c) == <PyObject*>other.c and fl_attr_peek(p, c) == NULL
+            and fl_attr_is_method(p, m, Probe.__dict__["m"]) == 1
+            and fl_attr_is_method(p, a, Probe.__dict__["m"]) == 0):
+        return False
+    p.m = 5
+    if fl_attr_is_method(p, m, Probe.__dict__["m"]) != 0:
+        return False
+    del p.m
+    value = [4]
+    fl_setattr(p, b, value)
+    if p.b is not value or fl_attr_peek(p, b) != <PyObject*>value:
+        return False
+    Probe.a = property(lambda self: 6)           # a data descriptor now decides
+    if fl_attr_peek(p, a) != NULL or p.a != 6:
+        return False
+    del Probe.a
+    if fl_attr_peek(p, a) != <PyObject*>p.a:
+        return False
+    p.__dict__                                  # may take the values over
+    return fl_attr_peek(p, b) in (NULL, <PyObject*>p.b)
+
+
+fl_inline_attrs_on = _inline_attrs_work()
+
+
+# The attributes read per read (see _attrs.h).
+cdef fl_attr _stream_reader, _stream_reader_wr, _feed_data, _wakeup_waiter
+cdef fl_attr _eof, _buffer, _waiter, _limit
+fl_attr_init(&_stream_reader, "_stream_reader")
+fl_attr_init(&_stream_reader_wr, "_stream_reader_wr")
+fl_attr_init(&_feed_data, "feed_data")
+fl_attr_init(&_wakeup_waiter, "_wakeup_waiter")
+fl_attr_init(&_eof, "_eof")
+fl_attr_init(&_buffer, "_buffer")
+fl_attr_init(&_waiter, "_waiter")
+fl_attr_init(&_limit, "_limit")
+
+
 cdef bint runs_stream_reader_protocol(object protocol, object data_received) noexcept:
     """data_received (the bound method the transport took from protocol) is
     asyncio's StreamReaderProtocol.data_received of that protocol, which
@@ -69,21 +159,31 @@ cdef bint runs_stream_reader_protocol(object protocol, object data_received) noe
 cdef object reader_to_feed(object protocol):
     """The StreamReader data_received() would feed, when the steps it would
     take are asyncio's and can run here; else None."""
-    if _PyType_Lookup(Py_TYPE(protocol), "_stream_reader") != <PyObject*>_STREAM_READER:
+    cdef PyObject* prop
+    if not fl_attr_type_value(protocol, &_stream_reader, &prop):
+        prop = _PyType_Lookup(Py_TYPE(protocol), "_stream_reader")
+    if prop != <PyObject*>_STREAM_READER:
         return None
-    ref = protocol._stream_reader_wr
+    ref = fl_getattr(protocol, &_stream_reader_wr)
     if ref is None:
         return None
     reader = ref()
     if reader is None:
         return None
-    if not (fl_method_is(reader, "feed_data", _FEED_DATA)
-            and fl_method_is(reader, "_wakeup_waiter", _WAKEUP_WAITER)):
+    if not (method_is(reader, &_feed_data, _FEED_DATA)
+            and method_is(reader, &_wakeup_waiter, _WAKEUP_WAITER)):
         return None
-    if reader._eof:
+    if fl_getattr(reader, &_eof):
         # feed_data()'s assertion (or, under -O, what follows it) is asyncio's.
         return None
     return reader
+
+
+cdef inline bint method_is(object obj, fl_attr* attr, object func) noexcept:
+    cdef int known = fl_attr_is_method(obj, attr, func)
+    if known >= 0:
+        return known
+    return fl_method_is(obj, <object>attr.name, func)
 
 
 cdef ssize_t feed_stream_reader(object protocol, int fd, Py_ssize_t* hint,
@@ -99,7 +199,7 @@ cdef ssize_t feed_stream_reader(object protocol, int fd, Py_ssize_t* hint,
     reader = reader_to_feed(protocol)
     if reader is None:
         return -2
-    buf = reader._buffer
+    buf = fl_getattr(reader, &_buffer)
     if type(buf) is not bytearray or fl_bytearray_exports(buf):
         return -2           # extend() would fail or be someone else's
     before = PyByteArray_GET_SIZE(buf)
@@ -130,14 +230,14 @@ cdef ssize_t feed_stream_reader(object protocol, int fd, Py_ssize_t* hint,
     if n <= 0:
         return n
     # feed_data() after its buffer.extend(data):
-    waiter = reader._waiter
+    waiter = fl_getattr(reader, &_waiter)
     if waiter is not None:
-        reader._waiter = None
+        fl_setattr(reader, &_waiter, None)
         # _wakeup_waiter():
         if not future_cancelled(waiter):
             future_set_result(waiter, None)
     # Its pause test, with the one operand that usually settles it read first.
-    if not over_twice(PyByteArray_GET_SIZE(buf), reader._limit):
+    if not over_twice(PyByteArray_GET_SIZE(buf), fl_getattr(reader, &_limit)):
         return n
     transport = reader._transport
     if transport is not None and not reader._paused:

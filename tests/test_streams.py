@@ -312,6 +312,104 @@ def test_methods_set_on_the_reader_instance_are_called(loop, name):
 
 
 @pytest.mark.timeout(30)
+@pytest.mark.parametrize("name", ["feed_data", "_wakeup_waiter"])
+def test_methods_set_on_the_reader_between_reads_are_called(loop, name):
+    """Set after reads went through fastloop's path (which recorded where the
+    reader's attributes are): the next read calls them."""
+    calls = []
+
+    async def main():
+        reader, writer, peer = await connected()
+        for size in (10, 20_000):
+            await loop.sock_sendall(peer, b"e" * size)
+            await reader.readexactly(size)
+        original = getattr(reader, name)
+
+        def wrapper(*args):
+            calls.append(args)
+            return original(*args)
+
+        setattr(reader, name, wrapper)
+        await loop.sock_sendall(peer, b"f" * 30)
+        got = await reader.readexactly(30)
+        called = bool(calls)
+        await close(writer, peer)
+        return got, called
+
+    assert run(loop, main()) == (b"f" * 30, True)
+
+
+@pytest.mark.timeout(30)
+def test_reader_state_replaced_between_reads_is_used(loop):
+    """The buffer and limit the reader has at each read are the ones used,
+    however they were replaced."""
+    async def main():
+        reader, writer, peer = await connected()
+        await loop.sock_sendall(peer, b"first")
+        first = await reader.readexactly(5)
+        reader._buffer = bytearray(b"kept:")
+        reader._limit = 4                      # 2 * limit is exceeded: pause
+        await loop.sock_sendall(peer, b"0123456789")
+        await spin(5)
+        paused = not writer.transport.is_reading()
+        rest = await reader.readexactly(15)
+        await close(writer, peer)
+        return first, rest, paused
+
+    assert run(loop, main()) == (b"first", b"kept:0123456789", True)
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("when", ["before", "between reads"])
+def test_reader_with_a_dict_of_its_own_is_fed(loop, when):
+    """Looking at a reader's __dict__ moves its attributes into a dict object:
+    reads go on, through the ordinary look-ups."""
+    async def main():
+        reader, writer, peer = await connected()
+        if when == "before":
+            vars(reader)
+        got = []
+        for size in (10, 20_000, 10):
+            await loop.sock_sendall(peer, b"g" * size)
+            got.append(await reader.readexactly(size))
+            vars(reader)["_limit"] = 1 << 20      # through the dict itself
+        await close(writer, peer)
+        return [len(x) for x in got], reader._limit
+
+    assert run(loop, main()) == ([10, 20_000, 10], 1 << 20)
+
+
+@pytest.mark.timeout(30)
+def test_reader_subclass_with_a_property_for_its_state_is_read_through_it(loop):
+    """A data descriptor on the reader's class decides what an attribute
+    is, over any value the instance has."""
+    reads = []
+
+    class Reader(asyncio.StreamReader):
+        @property
+        def _limit(self):
+            reads.append(1)
+            return self.real_limit
+
+        @_limit.setter
+        def _limit(self, value):
+            self.real_limit = value
+
+    async def main():
+        reader = Reader(limit=8)
+        transport, peer = await connected_with(lambda: asyncio.StreamReaderProtocol(reader))
+        await loop.sock_sendall(peer, b"h" * 100)
+        await spin(5)
+        paused = not transport.is_reading()
+        got = await reader.readexactly(100)
+        await disconnect(transport, peer)
+        return got, paused
+
+    assert run(loop, main()) == (b"h" * 100, True)
+    assert reads
+
+
+@pytest.mark.timeout(30)
 def test_subclass_overriding_data_received_is_called(loop):
     seen = []
 
@@ -480,3 +578,13 @@ def test_feeding_is_visible_to_profilers_only_on_asyncio(loop, is_fastloop):
 
     assert run(loop, main()) == b"e" * 100
     assert (calls == []) == is_fastloop
+
+
+@pytest.mark.skipif(sys.implementation.name != "cpython" or not (3, 11) <= sys.version_info < (3, 14)
+                    or not getattr(sys, "_is_gil_enabled", lambda: True)(),
+                    reason="attribute values are read in place on CPython 3.11-3.13 only")
+def test_attribute_values_are_read_in_place_here():
+    """fastloop/_attrs.h's view of CPython's attribute values agrees with this
+    interpreter, so the tests above exercise the in-place path."""
+    from fastloop import _streams
+    assert _streams._inline_attrs_work()
