@@ -129,6 +129,12 @@ cdef enum:
 ctypedef int (*io_step)(TransportBase) noexcept
 
 
+# feed_stream_reader() the same way (-3: an exception is set), for the read
+# path of stream connections.
+ctypedef ssize_t (*stream_feed)(object, int, Py_ssize_t*, int*) noexcept
+cdef stream_feed feed_unchecked = <stream_feed>feed_stream_reader
+
+
 cdef int readable_step(TransportBase transport) except -1:
     return transport.on_readable()
 
@@ -768,17 +774,14 @@ cdef class SocketTransport(TransportBase):
         cdef ssize_t n
         cdef int err = 0
         self.delivering = True
-        try:
-            while True:
-                n = feed_stream_reader(self.protocol, self._sock_fd, &self.read_hint, &err)
-                if n != -1 or err != EINTR:
-                    break
-        except BaseException as exc:
-            self.delivering = False
-            self.protocol_raised(exc, "Fatal error: protocol.data_received() call failed.")
-            return True
+        while True:
+            n = feed_unchecked(self.protocol, self._sock_fd, &self.read_hint, &err)
+            if n != -1 or err != EINTR:
+                break
         self.delivering = False
-        if n > 0:
+        if n == -3:
+            self.protocol_failed("Fatal error: protocol.data_received() call failed.")
+        elif n > 0:
             if self.deferred:
                 self.settle_writes()
         elif n == 0:

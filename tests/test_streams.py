@@ -494,6 +494,33 @@ def test_exported_buffer_fails_the_transport_as_asyncio_does(loop):
 
 
 @pytest.mark.timeout(30)
+def test_reader_state_failing_mid_read_fails_the_transport_as_asyncio_does(loop):
+    """feed_data() raising part-way (here: the reader has no _waiter to read)
+    is a fatal protocol error; the data it took stays in the buffer."""
+    contexts = record_handler(loop)
+
+    async def main():
+        reader, writer, peer = await connected()
+        await loop.sock_sendall(peer, b"one")
+        first = await reader.readexactly(3)
+        del reader._waiter
+        await loop.sock_sendall(peer, b"two")
+        for _ in range(100):
+            if writer.transport.is_closing():
+                break
+            await asyncio.sleep(0)
+        closing = writer.transport.is_closing()
+        kept = bytes(reader._buffer)
+        reader._waiter = None
+        closed_with = await close(writer, peer)
+        return first, kept, closing, type(closed_with)
+
+    assert run(loop, main()) == (b"one", b"two", True, AttributeError)
+    assert [(c["message"], type(c["exception"])) for c in contexts] == [
+        ("Fatal error: protocol.data_received() call failed.", AttributeError)]
+
+
+@pytest.mark.timeout(30)
 @pytest.mark.skipif(not __debug__, reason="feed_data's check is an assert")
 def test_data_after_feed_eof_fails_as_asyncio_does(loop):
     contexts = record_handler(loop)
