@@ -290,11 +290,18 @@ def test_patched_stream_reader_property_is_used(loop, monkeypatch):
 
 @pytest.mark.timeout(30)
 @pytest.mark.parametrize("name", ["feed_data", "_wakeup_waiter"])
-def test_methods_set_on_the_reader_instance_are_called(loop, name):
+@pytest.mark.parametrize("before", [[], [10, 20_000]], ids=["first", "after reads"])
+def test_methods_set_on_the_reader_instance_are_called(loop, name, before):
+    """Set before the first read, or after reads went through fastloop's path
+    (which recorded where the reader's attributes are): the next read calls
+    them."""
     calls = []
 
     async def main():
         reader, writer, peer = await connected()
+        for size in before:
+            await loop.sock_sendall(peer, b"e" * size)
+            await reader.readexactly(size)
         original = getattr(reader, name)
 
         def wrapper(*args):
@@ -309,34 +316,6 @@ def test_methods_set_on_the_reader_instance_are_called(loop, name):
         return got, called
 
     assert run(loop, main()) == (b"a" * 50_000, True)
-
-
-@pytest.mark.timeout(30)
-@pytest.mark.parametrize("name", ["feed_data", "_wakeup_waiter"])
-def test_methods_set_on_the_reader_between_reads_are_called(loop, name):
-    """Set after reads went through fastloop's path (which recorded where the
-    reader's attributes are): the next read calls them."""
-    calls = []
-
-    async def main():
-        reader, writer, peer = await connected()
-        for size in (10, 20_000):
-            await loop.sock_sendall(peer, b"e" * size)
-            await reader.readexactly(size)
-        original = getattr(reader, name)
-
-        def wrapper(*args):
-            calls.append(args)
-            return original(*args)
-
-        setattr(reader, name, wrapper)
-        await loop.sock_sendall(peer, b"f" * 30)
-        got = await reader.readexactly(30)
-        called = bool(calls)
-        await close(writer, peer)
-        return got, called
-
-    assert run(loop, main()) == (b"f" * 30, True)
 
 
 @pytest.mark.timeout(30)
