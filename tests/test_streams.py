@@ -359,6 +359,32 @@ def test_reader_with_a_dict_of_its_own_is_fed(loop, when):
 
 
 @pytest.mark.timeout(30)
+@pytest.mark.parametrize("others", [0, 40], ids=["dict", "dict past the shared keys"])
+def test_method_put_in_the_readers_dict_is_called(loop, others):
+    """feed_data placed through the reader's __dict__ (after enough other
+    names that the class's shared key table cannot take it) shadows the
+    class's."""
+    calls = []
+
+    async def main():
+        reader, writer, peer = await connected()
+        await loop.sock_sendall(peer, b"x" * 10)
+        await reader.readexactly(10)
+        original = reader.feed_data
+        attrs = vars(reader)
+        for i in range(others):
+            attrs[f"other{i}"] = i
+        attrs["feed_data"] = lambda data: (calls.append(len(data)), original(data))
+        await loop.sock_sendall(peer, b"y" * 10)
+        got = await reader.readexactly(10)
+        await close(writer, peer)
+        return got
+
+    assert run(loop, main()) == b"y" * 10
+    assert calls
+
+
+@pytest.mark.timeout(30)
 def test_reader_subclass_with_a_property_for_its_state_is_read_through_it(loop):
     """A data descriptor on the reader's class decides what an attribute
     is, over any value the instance has."""
