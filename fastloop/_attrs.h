@@ -190,10 +190,6 @@ static inline int fl_attr_type_value(PyObject *obj, fl_attr *a, PyObject **found
     return 0;
 }
 
-static inline void fl_attr_resolve(PyObject *obj, fl_attr *a) {
-    (void)obj;
-    a->version = 0;
-}
 static inline PyObject *fl_attr_peek(PyObject *obj, fl_attr *a) {
     (void)obj; (void)a;
     return NULL;

@@ -46,7 +46,6 @@ cdef extern from "_attrs.h":
     bint fl_inline_attrs_on
     int fl_attr_init(fl_attr* a, const char* name) except -1
     void fl_attr_clear(fl_attr* a)
-    void fl_attr_resolve(object obj, fl_attr* a) noexcept
     PyObject* fl_attr_peek(object obj, fl_attr* a) noexcept
     bint fl_attr_type_value(object obj, fl_attr* a, PyObject** found) noexcept
     int fl_attr_is_method(object obj, fl_attr* a, object func) noexcept
