@@ -74,6 +74,16 @@ async def send_all(peer, chunks, eof=True):
         peer.shutdown(socket.SHUT_WR)
 
 
+async def closes_soon(transport, steps=100):
+    """Whether the transport is closing within `steps` loop iterations (a
+    fatal protocol error closes it from the read that raised)."""
+    for _ in range(steps):
+        if transport.is_closing():
+            return True
+        await asyncio.sleep(0)
+    return transport.is_closing()
+
+
 def record_handler(loop):
     contexts = []
     loop.set_exception_handler(lambda loop, context: contexts.append(context))
@@ -510,11 +520,7 @@ def test_reader_state_failing_mid_read_fails_the_transport_as_asyncio_does(loop)
         first = await reader.readexactly(3)
         del reader._waiter
         await loop.sock_sendall(peer, b"two")
-        for _ in range(100):
-            if writer.transport.is_closing():
-                break
-            await asyncio.sleep(0)
-        closing = writer.transport.is_closing()
+        closing = await closes_soon(writer.transport)
         kept = bytes(reader._buffer)
         reader._waiter = None
         closed_with = await close(writer, peer)
@@ -534,11 +540,7 @@ def test_data_after_feed_eof_fails_as_asyncio_does(loop):
         reader, writer, peer = await connected()
         reader.feed_eof()
         await loop.sock_sendall(peer, b"late")
-        for _ in range(100):
-            if writer.transport.is_closing():
-                break
-            await asyncio.sleep(0)
-        closing = writer.transport.is_closing()
+        closing = await closes_soon(writer.transport)
         closed_with = await close(writer, peer)
         return closing, type(closed_with)
 
