@@ -34,7 +34,6 @@ cdef extern from "_compat.h" nogil:
         epoll_data_t data
     int epoll_create1(int flags)
     int epoll_ctl(int epfd, int op, int fd, epoll_event *event)
-    int epoll_wait(int epfd, epoll_event *events, int maxevents, int timeout)
     enum:
         EPOLLIN
         EPOLLOUT
@@ -42,6 +41,10 @@ cdef extern from "_compat.h" nogil:
         EPOLL_CTL_DEL
         EPOLL_CTL_MOD
         EPOLL_CLOEXEC
+
+# epoll_wait() made in place where _syscalls.h can (see there).
+cdef extern from "_syscalls.h" nogil:
+    int epoll_wait "fl_epoll_wait" (int epfd, epoll_event *events, int maxevents, int timeout)
 
 
 DEFAULT = "epoll" if FL_HAVE_EPOLL else "poll"

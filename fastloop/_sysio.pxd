@@ -11,10 +11,14 @@ cdef extern from "_compat.h":
     struct iovec:
         void* iov_base
         size_t iov_len
-    ssize_t recv(int fd, void* buf, size_t n, int flags) nogil
-    ssize_t send(int fd, const void* buf, size_t n, int flags) nogil
-    ssize_t writev(int fd, const iovec* iov, int iovcnt) nogil
     int FL_MSG_NOSIGNAL          # MSG_NOSIGNAL where it exists, else 0
+
+# The libc calls' behaviour, made in place where _syscalls.h can (fewer
+# function returns after each system call: see there).
+cdef extern from "_syscalls.h":
+    ssize_t recv "fl_recv" (int fd, void* buf, size_t n, int flags) nogil
+    ssize_t send "fl_send" (int fd, const void* buf, size_t n, int flags) nogil
+    ssize_t writev "fl_writev" (int fd, const iovec* iov, int iovcnt) nogil
 
 
 cdef extern from "_compat.h":
