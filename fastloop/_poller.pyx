@@ -44,7 +44,11 @@ cdef extern from "_compat.h" nogil:
 
 # epoll_wait() made in place where _syscalls.h can (see there).
 cdef extern from "_syscalls.h" nogil:
+    int FL_INLINE_SYSCALLS
     int epoll_wait "fl_epoll_wait" (int epfd, epoll_event *events, int maxevents, int timeout)
+
+# Whether the hot-path system calls are made in place here (see _syscalls.h).
+INLINE_SYSCALLS = bool(FL_INLINE_SYSCALLS)
 
 
 DEFAULT = "epoll" if FL_HAVE_EPOLL else "poll"

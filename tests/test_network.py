@@ -17,6 +17,7 @@ import io
 import locale
 import logging
 import os
+import platform
 import pathlib
 import random
 import shutil
@@ -1157,6 +1158,50 @@ def test_connection_lost_on_peer_reset(loop):
     assert exc.errno == errno.ECONNRESET
     assert events == ["made", "data", "lost"]
     assert data == b"before reset"
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("how", ["write", "two writes", "writelines"])
+def test_write_to_a_reset_peer_is_a_fatal_write_error(loop, how):
+    """The failing send()/writev() (one piece, a header-and-body pair, a
+    list) reports the reset as the socket module would: connection_lost()
+    gets ConnectionResetError with its errno."""
+    async def main():
+        server_proto = RecordingProtocol(loop)
+        srv = await loop.create_server(lambda: server_proto, "127.0.0.1", 0)
+        client = socket.socket()
+        client.setblocking(False)
+        await loop.sock_connect(client, srv.sockets[0].getsockname())
+        transport = await server_proto.made
+        transport.pause_reading()           # the reset is first seen writing
+        client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+        client.close()                      # RST, not FIN
+        await asyncio.sleep(0.05)
+        if how == "write":
+            transport.write(b"x" * 100)
+        elif how == "two writes":
+            transport.write(b"header")
+            transport.write(b"body")
+        else:
+            transport.writelines([b"a" * 10, b"b" * 10])
+        exc = await server_proto.lost
+        await close_server(srv)
+        return exc, server_proto.events
+
+    exc, events = run(loop, main())
+    assert type(exc) is ConnectionResetError
+    assert exc.errno == errno.ECONNRESET
+    assert events == ["made", "lost"]
+
+
+def test_system_calls_are_made_in_place_here():
+    """recv/send/writev/epoll_wait are made with the syscall instruction on
+    x86-64 Linux (fastloop/_syscalls.h), elsewhere through libc; either way
+    their results and errors are the libc calls' (the tests around this)."""
+    from fastloop import _poller
+    expected = (sys.platform == "linux" and platform.machine() == "x86_64"
+                and sys.maxsize > 2 ** 32)
+    assert _poller.INLINE_SYSCALLS is expected
 
 
 @pytest.mark.timeout(30)
