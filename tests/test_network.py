@@ -1135,20 +1135,32 @@ def test_close_flushes_abort_discards(loop, how):
         assert payload.startswith(got)
 
 
+async def served_client(loop, server_proto):
+    """A server for server_proto and a non-blocking client socket connected
+    to it, once the server side's connection_made() has run."""
+    srv = await loop.create_server(lambda: server_proto, "127.0.0.1", 0)
+    client = socket.socket()
+    client.setblocking(False)
+    await loop.sock_connect(client, srv.sockets[0].getsockname())
+    await server_proto.made
+    return srv, client
+
+
+def reset_on_close(sock):
+    """Make closing sock send its peer an RST, not a FIN (linger 0 s)."""
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+
+
 @pytest.mark.timeout(30)
 def test_connection_lost_on_peer_reset(loop):
     async def main():
         server_proto = RecordingProtocol(loop)
-        srv = await loop.create_server(lambda: server_proto, "127.0.0.1", 0)
-        client = socket.socket()
-        client.setblocking(False)
-        await loop.sock_connect(client, srv.sockets[0].getsockname())
-        await server_proto.made
+        srv, client = await served_client(loop, server_proto)
         await loop.sock_sendall(client, b"before reset")
         while len(server_proto.data) < 12:
             await asyncio.sleep(0)
-        client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
-        client.close()                      # RST, not FIN
+        reset_on_close(client)
+        client.close()
         exc = await server_proto.lost
         await close_server(srv)
         return exc, server_proto.events, bytes(server_proto.data)
@@ -1168,14 +1180,11 @@ def test_write_to_a_reset_peer_is_a_fatal_write_error(loop, how):
     gets ConnectionResetError with its errno."""
     async def main():
         server_proto = RecordingProtocol(loop)
-        srv = await loop.create_server(lambda: server_proto, "127.0.0.1", 0)
-        client = socket.socket()
-        client.setblocking(False)
-        await loop.sock_connect(client, srv.sockets[0].getsockname())
-        transport = await server_proto.made
+        srv, client = await served_client(loop, server_proto)
+        transport = server_proto.transport
         transport.pause_reading()           # the reset is first seen writing
-        client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
-        client.close()                      # RST, not FIN
+        reset_on_close(client)
+        client.close()
         await asyncio.sleep(0.05)
         if how == "write":
             transport.write(b"x" * 100)
@@ -1227,7 +1236,7 @@ def test_stream_reader_sees_peer_reset(loop, messages_locale):
         reader, writer = await asyncio.open_connection(*srv.sockets[0].getsockname())
         server_writer = await accepted
         sock = server_writer.get_extra_info("socket")
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+        reset_on_close(sock)
         server_writer.transport.abort()
         with pytest.raises(ConnectionResetError) as info:
             await reader.read(100)
