@@ -1,14 +1,15 @@
 /* The system calls of the I/O hot paths, made in place on x86-64 Linux.
  *
- * Why: after a system call returns, each function return the program then
- * makes costs more than it does otherwise (the kernel's own calls overwrote
- * the processor's return-address predictions, and its copies evicted our
- * code), and glibc's socket wrappers add a frame of their own, plus a call
- * on each side of the system call (the cancellation-point bookkeeping) once
- * the process has ever started a thread. Measured on this project's machine
- * (an AMD EPYC guest): a send()+recv() pair on a loopback socket spent
- * 170-220 ns of user time made in place against 230-245 ns through glibc;
- * see docs/DESIGN.md, "System calls".
+ * Why: profiles put much of the servers' user time on the instructions
+ * right after the returns that follow a system call (most likely the
+ * kernel's deep call chains leave the processor's return predictions
+ * useless, and its copies evict our code), and glibc's socket wrappers add a
+ * frame of their own, plus a call on each side of the system call (the
+ * cancellation-point bookkeeping) once the process has ever started a
+ * thread. Measured on this project's machine (an AMD EPYC guest): a
+ * send()+recv() pair on a loopback socket spent 170-220 ns of user time
+ * made in place against 230-245 ns through glibc; see docs/DESIGN.md,
+ * "System calls made in place", for the servers' figures.
  *
  * Each function behaves as the libc one it stands for: the result, or -1
  * with errno set. Elsewhere (other architectures, other systems) they are
