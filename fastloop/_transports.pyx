@@ -475,29 +475,27 @@ cdef class TransportBase(WriteSettler):
         if self.buffer_size <= self.high_water or self._protocol_paused:
             return
         self._protocol_paused = True
-        try:
-            self.protocol.pause_writing()
-        except BaseException as exc:
-            if isinstance(exc, (KeyboardInterrupt, SystemExit)):
-                raise
-            self.loop.call_exception_handler({
-                "message": "protocol.pause_writing() failed",
-                "exception": exc,
-                "transport": self,
-                "protocol": self.protocol,
-            })
+        self.tell_protocol(True)
 
     cdef maybe_resume_protocol(self):
         if not self._protocol_paused or self.buffer_size > self.low_water:
             return
         self._protocol_paused = False
+        self.tell_protocol(False)
+
+    cdef tell_protocol(self, bint pause):
+        """protocol.pause_writing() or resume_writing(); what it raises goes
+        to the exception handler, as asyncio reports it."""
         try:
-            self.protocol.resume_writing()
+            if pause:
+                self.protocol.pause_writing()
+            else:
+                self.protocol.resume_writing()
         except BaseException as exc:
             if isinstance(exc, (KeyboardInterrupt, SystemExit)):
                 raise
             self.loop.call_exception_handler({
-                "message": "protocol.resume_writing() failed",
+                "message": f"protocol.{'pause' if pause else 'resume'}_writing() failed",
                 "exception": exc,
                 "transport": self,
                 "protocol": self.protocol,

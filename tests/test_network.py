@@ -1055,6 +1055,52 @@ def test_write_buffer_limits_and_flow_control_callbacks(loop):
 
 
 @pytest.mark.timeout(30)
+def test_flow_control_callbacks_that_raise_go_to_the_exception_handler(loop, sockpair):
+    # asyncio reports a failing pause_writing()/resume_writing() and carries
+    # on: the transport stays open and every byte still arrives.
+    a, b = sockpair
+    a.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 16384)
+    total = 1024 * 1024
+    reported = []
+
+    class Raising(RecordingProtocol):
+        def pause_writing(self):
+            super().pause_writing()
+            raise ValueError("pause")
+
+        def resume_writing(self):
+            super().resume_writing()
+            raise KeyError("resume")
+
+    async def main():
+        loop.set_exception_handler(lambda _, ctx: reported.append(ctx))
+        proto = Raising(loop)
+        tr, _ = await loop.connect_accepted_socket(lambda: proto, a)
+        tr.set_write_buffer_limits(high=4096, low=1024)
+        tr.write(b"x" * total)
+        paused = (list(proto.events), tr.is_closing())
+        got = 0
+        while got < total:
+            try:
+                got += len(b.recv(1 << 20))
+            except BlockingIOError:
+                await asyncio.sleep(0.001)
+        await proto.resumed
+        tr.close()
+        await proto.lost
+        return paused, proto.events, got
+
+    paused, events, got = run(loop, main())
+    assert paused == (["made", "pause_writing"], False)
+    assert events == ["made", "pause_writing", "resume_writing", "lost"]
+    assert got == total
+    assert [(c["message"], type(c["exception"]), c["protocol"].__class__.__name__)
+            for c in reported] == [("protocol.pause_writing() failed", ValueError, "Raising"),
+                                   ("protocol.resume_writing() failed", KeyError, "Raising")]
+    assert all(c["transport"] is not None for c in reported)
+
+
+@pytest.mark.timeout(30)
 def test_set_write_buffer_limits_validation(loop, sockpair):
     a, b = sockpair
 
