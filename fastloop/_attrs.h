@@ -33,6 +33,18 @@
 #include <Python.h>
 #include <stdint.h>
 
+#include "_compat.h"     /* fl_method_is(), fl_call_one(), fl_call_method_one() */
+
+/* The per-access checks are inlined into their callers; resolving a record
+ * (once per type version) is not. */
+#if defined(__GNUC__) || defined(__clang__)
+#define FL_HOT_INLINE static inline __attribute__((always_inline))
+#define FL_COLD static __attribute__((noinline, cold))
+#else
+#define FL_HOT_INLINE static inline
+#define FL_COLD static
+#endif
+
 #if PY_VERSION_HEX >= 0x030B0000 && PY_VERSION_HEX < 0x030E0000 && !defined(Py_GIL_DISABLED)
 #define FL_INLINE_ATTRS 1
 #else
@@ -140,7 +152,7 @@ static inline Py_ssize_t fl_keys_index(fl_keys *keys, PyObject *name) {
 }
 
 /* Record where obj's type keeps a->name (see the top of this file). */
-static inline void fl_attr_resolve(PyObject *obj, fl_attr *a) {
+FL_COLD void fl_attr_resolve(PyObject *obj, fl_attr *a) {
     PyTypeObject *tp = Py_TYPE(obj);
     PyObject *descr;
     a->version = 0;
@@ -158,7 +170,7 @@ static inline void fl_attr_resolve(PyObject *obj, fl_attr *a) {
     a->version = tp->tp_version_tag;
 }
 
-static inline int fl_attr_current(PyObject *obj, fl_attr *a) {
+FL_HOT_INLINE int fl_attr_current(PyObject *obj, fl_attr *a) {
     if (a->version == 0 || Py_TYPE(obj)->tp_version_tag != a->version)
         fl_attr_resolve(obj, a);
     return a->version != 0;
@@ -227,7 +239,7 @@ static inline int fl_setattr(PyObject *obj, fl_attr *a, PyObject *value) {
 /* obj has no instance attribute a->name and its type has func under it, so
  * obj.<name> is func bound to obj: 1; 0 when not, -1 when not known here
  * (ask the ordinary lookup). */
-static inline int fl_attr_is_method(PyObject *obj, fl_attr *a, PyObject *func) {
+FL_HOT_INLINE int fl_attr_is_method(PyObject *obj, fl_attr *a, PyObject *func) {
 #if FL_INLINE_ATTRS
     PyObject **values;
     if (!fl_attr_current(obj, a))
@@ -243,6 +255,36 @@ static inline int fl_attr_is_method(PyObject *obj, fl_attr *a, PyObject *func) {
     (void)obj; (void)a; (void)func;
     return -1;
 #endif
+}
+
+/* obj.<a->name>(arg), looked up as Python looks it up at each call:
+ * func(obj, arg) while obj's type still has func (a plain method: a
+ * function or method descriptor) under the name and obj has no attribute
+ * of its own shadowing it; else through the ordinary look-up. func may be
+ * Py_None (always the look-up). NULL with the exception set if the look-up
+ * or the call raised. Forced inline: it runs once per read. */
+static PyObject *fl_call_looked_up(PyObject *obj, PyObject *name, PyObject *arg);
+
+FL_HOT_INLINE PyObject *fl_call_method_at(PyObject *obj, fl_attr *a, PyObject *func,
+                                          PyObject *arg) {
+    int known;
+    if (func != Py_None) {
+        known = fl_attr_is_method(obj, a, func);
+        if (known < 0)
+            known = fl_method_is(obj, a->name, func);
+        if (known)
+            return fl_call_method_one(func, obj, arg);
+    }
+    return fl_call_looked_up(obj, a->name, arg);
+}
+
+static PyObject *fl_call_looked_up(PyObject *obj, PyObject *name, PyObject *arg) {
+    PyObject *result, *method = PyObject_GetAttr(obj, name);
+    if (method == NULL)
+        return NULL;
+    result = fl_call_one(method, arg);
+    Py_DECREF(method);
+    return result;
 }
 
 #endif

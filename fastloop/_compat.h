@@ -234,14 +234,18 @@ static inline Py_ssize_t fl_bytearray_exports(PyObject *b) {
 /* f(arg) returning a new reference or NULL with the exception set; a bound
  * method is called as its function with (self, arg), without the method
  * object's own vectorcall step (as Cython's calls do). */
-static inline PyObject *fl_call_one(PyObject *f, PyObject *arg) {
+/* func(self, arg): a method called through its function. */
+static inline PyObject *fl_call_method_one(PyObject *func, PyObject *self, PyObject *arg) {
     PyObject *args[3];
-    if (PyMethod_Check(f)) {
-        args[1] = PyMethod_GET_SELF(f);
-        args[2] = arg;
-        return PyObject_Vectorcall(PyMethod_GET_FUNCTION(f), args + 1,
-                                   2 | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
-    }
+    args[1] = self;
+    args[2] = arg;
+    return PyObject_Vectorcall(func, args + 1, 2 | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
+}
+
+static inline PyObject *fl_call_one(PyObject *f, PyObject *arg) {
+    PyObject *args[2];
+    if (PyMethod_Check(f))
+        return fl_call_method_one(PyMethod_GET_FUNCTION(f), PyMethod_GET_SELF(f), arg);
     args[1] = arg;
     return PyObject_Vectorcall(f, args + 1, 1 | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
 }

@@ -2,10 +2,10 @@
 # (see _streams.pyx).
 from fastloop._sysio cimport ssize_t
 
-# data_received, the bound method a transport took from protocol, is asyncio's
-# StreamReaderProtocol.data_received of that protocol: feed_stream_reader()
-# may stand in for it.
-cdef bint runs_stream_reader_protocol(object protocol, object data_received) noexcept
+# data_received, what a protocol's type has under that name, is asyncio's
+# StreamReaderProtocol.data_received: feed_stream_reader() may stand in for
+# it (while a look-up of the protocol's data_received still finds it).
+cdef bint runs_stream_reader_protocol(object data_received) noexcept
 
 # What protocol.data_received(<one recv() from fd>) would do, with the data
 # received into the reader's buffer: the count, 0 at EOF, -1 if recv()

@@ -20,14 +20,16 @@ the instances' attribute values where the interpreter's own specialized
 code would do that (_attrs.h).
 """
 from cpython.object cimport PyObject, PyTypeObject, Py_TYPE
-from cpython.method cimport PyMethod_Check, PyMethod_GET_FUNCTION, PyMethod_GET_SELF
 from cpython.bytearray cimport PyByteArray_AS_STRING, PyByteArray_GET_SIZE, PyByteArray_Resize
 from libc.errno cimport errno
 from libc.string cimport memcpy
 
 from fastloop._sysio cimport ssize_t, recv
 from fastloop._recvbuf cimport READ_SIZE, read_some, last_read_data
-from fastloop._originals cimport original, fl_method_is
+from fastloop._originals cimport original
+from fastloop._attrs cimport (fl_attr, fl_inline_attrs_on, fl_attr_init, fl_attr_clear, fl_attr_peek,
+                             fl_attr_type_value, fl_attr_is_method, fl_getattr, fl_setattr,
+                             method_is)
 from fastloop._futures cimport future_cancelled, future_set_result
 
 from asyncio import streams as _streams
@@ -39,19 +41,6 @@ cdef extern from "Python.h":
 
 cdef extern from "_compat.h":
     Py_ssize_t fl_bytearray_exports(object b)
-
-cdef extern from "_attrs.h":
-    ctypedef struct fl_attr:
-        PyObject* name
-    bint fl_inline_attrs_on
-    int fl_attr_init(fl_attr* a, const char* name) except -1
-    void fl_attr_clear(fl_attr* a)
-    PyObject* fl_attr_peek(object obj, fl_attr* a) noexcept
-    bint fl_attr_type_value(object obj, fl_attr* a, PyObject** found) noexcept
-    int fl_attr_is_method(object obj, fl_attr* a, object func) noexcept
-    object fl_getattr(object obj, fl_attr* a)
-    int fl_setattr(object obj, fl_attr* a, object value) except -1
-
 
 cdef enum:
     # From this read size hint on, reads go straight into the reader's
@@ -131,6 +120,7 @@ cdef bint probe(fl_attr* a, fl_attr* b, fl_attr* c, fl_attr* m) except -1:
 
 
 fl_inline_attrs_on = _inline_attrs_work()
+INLINE_ATTRS = fl_inline_attrs_on     # for the other modules that include _attrs.h
 
 
 # The attributes read per read (see _attrs.h).
@@ -146,13 +136,11 @@ fl_attr_init(&_waiter, "_waiter")
 fl_attr_init(&_limit, "_limit")
 
 
-cdef bint runs_stream_reader_protocol(object protocol, object data_received) noexcept:
-    """data_received (the bound method the transport took from protocol) is
-    asyncio's StreamReaderProtocol.data_received of that protocol, which
-    feed_stream_reader() can stand in for."""
-    return (_KNOWN and PyMethod_Check(data_received)
-            and PyMethod_GET_FUNCTION(data_received) == <PyObject*>_DATA_RECEIVED
-            and PyMethod_GET_SELF(data_received) == <PyObject*>protocol)
+cdef bint runs_stream_reader_protocol(object data_received) noexcept:
+    """data_received (what a protocol's type has under that name) is
+    asyncio's StreamReaderProtocol.data_received, which feed_stream_reader()
+    can stand in for."""
+    return _KNOWN and data_received is _DATA_RECEIVED
 
 
 cdef object reader_to_feed(object protocol):
@@ -176,13 +164,6 @@ cdef object reader_to_feed(object protocol):
         # feed_data()'s assertion (or, under -O, what follows it) is asyncio's.
         return None
     return reader
-
-
-cdef inline bint method_is(object obj, fl_attr* attr, object func) noexcept:
-    cdef int known = fl_attr_is_method(obj, attr, func)
-    if known >= 0:
-        return known
-    return fl_method_is(obj, <object>attr.name, func)
 
 
 cdef ssize_t feed_stream_reader(object protocol, int fd, Py_ssize_t* hint,

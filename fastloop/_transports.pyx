@@ -8,7 +8,7 @@ a protocol's buffer, and writes try send()/writev() at once, buffering only
 what the kernel would not take.
 """
 cimport cython
-from cpython.object cimport PyObject
+from cpython.object cimport PyObject, PyTypeObject, Py_TYPE
 from cpython.ref cimport Py_INCREF
 from cpython.list cimport PyList_GET_SIZE, PyList_GET_ITEM
 from cpython.bytes cimport PyBytes_FromStringAndSize, PyBytes_AS_STRING, PyBytes_GET_SIZE
@@ -27,6 +27,8 @@ from fastloop._recvbuf cimport READ_SIZE, read_some, received
 from fastloop._streams cimport runs_stream_reader_protocol, feed_stream_reader
 from fastloop._servers cimport server_attach, server_detach
 from fastloop._originals cimport original
+from fastloop._attrs cimport fl_attr, fl_inline_attrs_on, method_is, fl_call_method_at
+from fastloop import _streams as _streams_module
 from fastloop._sysio cimport (ssize_t, iovec, recv, send, writev, FL_MSG_NOSIGNAL,
                              os_error, would_block, FL_HAVE_ACCEPT4, SOCK_NONBLOCK,
                              AF_INET, AF_INET6, socklen_t, sockaddr, sockaddr_storage,
@@ -48,6 +50,11 @@ from asyncio.log import logger as _logger
 
 cdef extern from "Python.h":
     void Py_XDECREF(PyObject*)
+    PyObject* PyObject_GetAttr(object, object)   # NULL with the exception set
+    PyObject* _PyType_Lookup(PyTypeObject* type, object name)   # borrowed, may be NULL
+    bint PyFunction_Check(object)
+    unsigned long Py_TPFLAGS_METHOD_DESCRIPTOR
+    bint PyType_HasFeature(PyTypeObject* type, unsigned long feature)
     # On the bare pointer: an object being freed must not be counted again.
     Py_ssize_t refcount "Py_REFCNT"(PyObject* o)
     int PyContext_Enter(object ctx) except -1
@@ -659,12 +666,42 @@ cdef class TransportBase(WriteSettler):
         self.low_water = value
 
 
+# The protocol methods a stream transport calls per read.
+cdef str _DATA_RECEIVED = sys.intern("data_received")
+cdef str _GET_BUFFER = sys.intern("get_buffer")
+cdef str _BUFFER_UPDATED = sys.intern("buffer_updated")
+# _attrs.h's layouts, as _streams checked them against this interpreter.
+fl_inline_attrs_on = _streams_module.INLINE_ATTRS
+
+
+cdef object plain_method(object protocol, str name, fl_attr* at):
+    """What protocol's type has under name if it is a plain method (a
+    function or a method descriptor, which a look-up binds to the instance),
+    else None; at is reset to record where the type keeps it."""
+    at.name = <PyObject*>name
+    at.version = 0
+    cdef PyObject* found = _PyType_Lookup(Py_TYPE(protocol), name)
+    if found == NULL:
+        return None
+    func = <object>found
+    if PyFunction_Check(func) or PyType_HasFeature(Py_TYPE(func), Py_TPFLAGS_METHOD_DESCRIPTOR):
+        return func
+    return None
+
+
 cdef class SocketTransport(TransportBase):
     """A TCP or Unix stream transport (asyncio.Transport's interface)."""
 
-    cdef object data_received          # the protocol's bound methods
+    # The protocol's methods: what its type had under each name when
+    # set_protocol() ran (None: not a plain method, so looked up at every
+    # call, as asyncio looks them all up), called while a look-up would
+    # still find it (fl_call_method_at()).
+    cdef object data_received
     cdef object get_buffer
     cdef object buffer_updated
+    cdef fl_attr data_received_at      # where the type keeps them (_attrs.h)
+    cdef fl_attr get_buffer_at
+    cdef fl_attr buffer_updated_at
     cdef bint buffered                 # BufferedProtocol: read into its buffer
     cdef bint feeds_stream             # StreamReaderProtocol: feed its reader in C
     cdef Py_ssize_t read_hint          # how much to read for it (see _streams.pxd)
@@ -712,7 +749,11 @@ cdef class SocketTransport(TransportBase):
             return 0
         if self.buffered:
             return self.read_into_protocol_buffer()
-        if self.feeds_stream and self.fed_stream_reader():
+        # The stream path stands in for asyncio's StreamReaderProtocol.
+        # data_received, while a look-up would still find it.
+        if (self.feeds_stream and method_is(self.protocol, &self.data_received_at,
+                                            self.data_received)
+                and self.fed_stream_reader()):
             return 0
         while True:
             n = read_some(self._sock_fd, READ_SIZE)
@@ -739,7 +780,8 @@ cdef class SocketTransport(TransportBase):
         # bookkeeping on every call); a failure is handled out of line.
         cdef PyObject* result
         self.delivering = True
-        result = fl_call_one(self.data_received, data)
+        result = fl_call_method_at(self.protocol, &self.data_received_at, self.data_received,
+                                   data)
         self.delivering = False
         if result == NULL:
             return self.protocol_failed("Fatal error: protocol.data_received() call failed.")
@@ -797,7 +839,8 @@ cdef class SocketTransport(TransportBase):
         cdef Py_ssize_t size
         # The protocol's callbacks are called as in deliver(): no try block
         # on the per-read path.
-        cdef PyObject* result = fl_call_one(self.get_buffer, _NO_SIZE_HINT)
+        cdef PyObject* result = fl_call_method_at(self.protocol, &self.get_buffer_at,
+                                                  self.get_buffer, _NO_SIZE_HINT)
         if result == NULL:
             return self.protocol_failed("Fatal error: protocol.get_buffer() call failed.")
         buf = <object>result
@@ -828,7 +871,7 @@ cdef class SocketTransport(TransportBase):
         if n == 0:
             return self.on_eof()
         self.delivering = True
-        result = fl_call_one(self.buffer_updated, n)
+        result = fl_call_method_at(self.protocol, &self.buffer_updated_at, self.buffer_updated, n)
         self.delivering = False
         if result == NULL:
             return self.protocol_failed("Fatal error: protocol.buffer_updated() call failed.")
@@ -1127,16 +1170,16 @@ cdef class SocketTransport(TransportBase):
             self.empty_waiter.set_exception(ConnectionError("Connection is closed by peer"))
 
     cpdef set_protocol(self, protocol):
-        if isinstance(protocol, _BufferedProtocol):
-            self.buffered = True
-            self.get_buffer = protocol.get_buffer
-            self.buffer_updated = protocol.buffer_updated
-            self.data_received = None
+        # As asyncio, nothing is looked up yet: a protocol without
+        # data_received() (one that only writes) is fine until data arrives.
+        self.data_received = self.get_buffer = self.buffer_updated = None
+        self.buffered = isinstance(protocol, _BufferedProtocol)
+        if self.buffered:
+            self.get_buffer = plain_method(protocol, _GET_BUFFER, &self.get_buffer_at)
+            self.buffer_updated = plain_method(protocol, _BUFFER_UPDATED, &self.buffer_updated_at)
         else:
-            self.buffered = False
-            self.data_received = protocol.data_received
-            self.get_buffer = self.buffer_updated = None
-        self.feeds_stream = runs_stream_reader_protocol(protocol, self.data_received)
+            self.data_received = plain_method(protocol, _DATA_RECEIVED, &self.data_received_at)
+        self.feeds_stream = runs_stream_reader_protocol(self.data_received)
         TransportBase.set_protocol(self, protocol)
 
     def _make_empty_waiter(self):

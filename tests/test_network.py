@@ -747,6 +747,104 @@ def test_exception_in_data_received_goes_to_the_exception_handler(loop):
 
 
 @pytest.mark.timeout(30)
+def test_protocol_methods_are_looked_up_at_each_call(loop, sockpair):
+    # asyncio looks up protocol.data_received (get_buffer, buffer_updated)
+    # for every read: a protocol may rebind them on the instance (a state
+    # machine, a test's mock) or its class may be patched.
+    a, b = sockpair
+    events = []
+
+    class Switching(asyncio.Protocol):
+        def connection_made(self, transport):
+            self.data_received = self.second
+
+        def data_received(self, data):
+            events.append(("first", data))
+
+        def second(self, data):
+            events.append(("second", data))
+
+    class Buffered(asyncio.BufferedProtocol):
+        def __init__(self):
+            self.buf = bytearray(16)
+
+        def get_buffer(self, sizehint):
+            return self.buf
+
+        def buffer_updated(self, n):
+            events.append(("buffered", bytes(self.buf[:n])))
+
+    async def send_and_settle(data):
+        b.send(data)
+        for _ in range(200):
+            await asyncio.sleep(0.001)
+            if events and events[-1][1] == data:
+                return
+
+    async def main():
+        tr, proto = await loop.connect_accepted_socket(Switching, a)
+        await send_and_settle(b"1")            # the instance's own attribute
+        del proto.data_received
+        await send_and_settle(b"2")            # the class's method again
+        Switching.data_received = lambda self, data: events.append(("patched", data))
+        await send_and_settle(b"3")            # the class patched
+        buffered = Buffered()
+        tr.set_protocol(buffered)
+        await send_and_settle(b"4")
+        buffered.buffer_updated = lambda n: events.append(("rebound", bytes(buffered.buf[:n])))
+        await send_and_settle(b"5")
+        tr.close()
+        await spin(3)
+
+    run(loop, main())
+    assert events == [("second", b"1"), ("first", b"2"), ("patched", b"3"),
+                      ("buffered", b"4"), ("rebound", b"5")]
+
+
+@pytest.mark.timeout(30)
+def test_protocol_without_data_received_fails_only_when_data_arrives(loop):
+    # A protocol that only writes needs no data_received(); asyncio looks it
+    # up when data arrives, and its absence is then the protocol's error.
+    contexts = []
+    loop.set_exception_handler(lambda lp, ctx: contexts.append(ctx))
+
+    class Greeter:
+        def __init__(self):
+            self.lost = loop.create_future()
+
+        def connection_made(self, transport):
+            self.transport = transport
+            transport.write(b"hello")
+
+        def connection_lost(self, exc):
+            self.lost.set_result(exc)
+
+    async def main():
+        greeters = []
+
+        def factory():
+            greeters.append(Greeter())
+            return greeters[-1]
+
+        srv = await loop.create_server(factory, "127.0.0.1", 0)
+        reader, writer = await asyncio.open_connection(*srv.sockets[0].getsockname())
+        hello = await reader.readexactly(5)
+        writer.write(b"unexpected")
+        lost = await greeters[0].lost
+        eof = await reader.read()
+        writer.close()
+        await writer.wait_closed()
+        await close_server(srv)
+        return hello, lost, eof
+
+    hello, lost, eof = run(loop, main())
+    assert (hello, eof) == (b"hello", b"")
+    assert type(lost) is AttributeError
+    assert [(c["message"], c["exception"]) for c in contexts] == [
+        ("Fatal error: protocol.data_received() call failed.", lost)]
+
+
+@pytest.mark.timeout(30)
 def test_exception_in_data_received_is_logged_by_the_default_handler(loop, caplog):
     # The default exception handler logs the message, the context (with the
     # transport's repr) and the traceback.
