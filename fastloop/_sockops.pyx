@@ -50,6 +50,22 @@ cdef object try_recv(object sock, int fd, Py_ssize_t n):
     return received(got)
 
 
+cdef Py_ssize_t writable_size(object buf):
+    """The size of buf's writable, contiguous buffer (what recv_into()
+    accepts), or -1 without an exception if it has none."""
+    cdef Py_buffer view
+    cdef Py_ssize_t size
+    if not PyObject_CheckBuffer(buf):
+        return -1
+    try:
+        PyObject_GetBuffer(buf, &view, PyBUF_WRITABLE)
+    except BufferError:
+        return -1
+    size = view.len
+    PyBuffer_Release(&view)
+    return size
+
+
 cdef object try_recv_into(object buf, int fd):
     """recv() into buf once: the count, None if it would block."""
     cdef Py_buffer view
@@ -167,8 +183,10 @@ cdef object wait(LoopCore loop, object sock, int fd, Op op, object target, Py_ss
 def sock_recv(LoopCore loop, sock, Py_ssize_t n):
     """The data, or a future of it."""
     cdef int fd = sock.fileno()
-    if n < 0 or fd < 0:
-        return sock.recv(n)                  # the socket module's error
+    if n <= 0 or fd < 0:
+        # The socket module's error, or its b"" for n == 0 at once (no
+        # system call, so nothing to wait for).
+        return sock.recv(n)
     data = try_recv(sock, fd, n)
     if data is not None:
         return data
@@ -178,8 +196,10 @@ def sock_recv(LoopCore loop, sock, Py_ssize_t n):
 def sock_recv_into(LoopCore loop, sock, buf):
     """The byte count, or a future of it."""
     cdef int fd = sock.fileno()
-    if fd < 0 or not PyObject_CheckBuffer(buf):
-        return sock.recv_into(buf)           # the socket module's error
+    if fd < 0 or writable_size(buf) <= 0:
+        # The socket module's TypeError for a buffer it cannot fill, or its
+        # 0 for an empty one at once.
+        return sock.recv_into(buf)
     count = try_recv_into(buf, fd)
     if count is not None:
         return count
@@ -197,13 +217,15 @@ def sock_sendall(LoopCore loop, sock, data):
         sent = 0
     elif sent == total:
         return None
-    return wait(loop, sock, fd, SENDALL, data, sent)
+    # While it waits, data is held by a memoryview (as asyncio holds it):
+    # a bytearray cannot be resized under the send.
+    return wait(loop, sock, fd, SENDALL, memoryview(data), sent)
 
 
-def abandon(LoopCore loop, sock, fut):
-    """A sock_* call's future was cancelled: unregister its handle, as
-    asyncio's done callback does, unless something else replaced it."""
-    cdef int fd = sock.fileno()
+def abandon(LoopCore loop, int fd, fut):
+    """A sock_* call's future was cancelled: unregister its handle from fd
+    (where it waited: the socket may be closed by now), as asyncio's done
+    callback does, unless something else replaced it."""
     cdef int kind
     if fd < 0:
         return

@@ -178,10 +178,11 @@ class Loop(LoopCore, asyncio.SelectorEventLoop):
         result = _sockops.sock_recv(self, sock, n)
         if type(result) is bytes:
             return result
+        fd = sock.fileno()                  # for abandon(), if sock is closed meanwhile
         try:
             return await result
         except BaseException:
-            _sockops.abandon(self, sock, result)
+            _sockops.abandon(self, fd, result)
             raise
 
     async def sock_recv_into(self, sock, buf):
@@ -190,10 +191,11 @@ class Loop(LoopCore, asyncio.SelectorEventLoop):
         result = _sockops.sock_recv_into(self, sock, buf)
         if type(result) is int:
             return result
+        fd = sock.fileno()                  # for abandon(), if sock is closed meanwhile
         try:
             return await result
         except BaseException:
-            _sockops.abandon(self, sock, result)
+            _sockops.abandon(self, fd, result)
             raise
 
     async def sock_sendall(self, sock, data):
@@ -202,10 +204,11 @@ class Loop(LoopCore, asyncio.SelectorEventLoop):
         result = _sockops.sock_sendall(self, sock, data)
         if result is None:
             return None
+        fd = sock.fileno()                  # for abandon(), if sock is closed meanwhile
         try:
             return await result
         except BaseException:
-            _sockops.abandon(self, sock, result)
+            _sockops.abandon(self, fd, result)
             raise
 
     async def _make_subprocess_transport(self, protocol, args, shell,

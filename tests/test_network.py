@@ -452,6 +452,86 @@ def test_cancelled_sock_recv_leaves_socket_usable_and_unregistered(loop, sockpai
 
 
 @pytest.mark.timeout(30)
+def test_sock_recv_of_nothing_returns_at_once(loop, sockpair):
+    # The socket module answers a 0-byte recv()/recv_into() without a system
+    # call: there is nothing to wait for, even with no data pending.
+    a, b = sockpair
+
+    async def main():
+        return (await loop.sock_recv(a, 0), await loop.sock_recv_into(a, bytearray()),
+                await loop.sock_recv_into(a, memoryview(bytearray(4))[:0]))
+
+    assert run(loop, main()) == (b"", 0, 0)
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("make", [lambda: b"xxxx", lambda: memoryview(bytearray(4)).toreadonly(),
+                                  lambda: memoryview(bytearray(8))[::2]],
+                         ids=["bytes", "readonly-view", "strided-view"])
+def test_sock_recv_into_a_buffer_it_cannot_fill(loop, sockpair, make):
+    a, b = sockpair
+
+    async def main():
+        with pytest.raises(TypeError) as caught:
+            await loop.sock_recv_into(a, make())
+        return str(caught.value)
+
+    assert re.fullmatch(r"recv_into\(\) argument 1 must be read-write bytes-like object, "
+                        r"not (bytes|memoryview)", run(loop, main()))
+
+
+@pytest.mark.timeout(30)
+def test_data_waiting_in_sock_sendall_cannot_be_resized(loop, tcp_pair):
+    client, server = tcp_pair
+    client.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+    data = bytearray(4 * 1024 * 1024)
+
+    async def main():
+        pending = asyncio.ensure_future(loop.sock_sendall(client, data))
+        await spin(3)
+        assert not pending.done()
+        with pytest.raises(BufferError):
+            data.clear()
+        pending.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await pending
+        data.clear()                         # released with the operation
+
+    run(loop, main())
+    assert len(data) == 0
+
+
+@pytest.mark.timeout(30)
+def test_sock_recv_cancelled_after_its_socket_closed_frees_the_fd_number(loop):
+    # The cancelled operation is unregistered from the fd it waited on, so a
+    # new socket given the same fd number is watched afresh.
+    async def main():
+        a, b = socket.socketpair()
+        a.setblocking(False)
+        fd = a.fileno()
+        pending = asyncio.ensure_future(loop.sock_recv(a, 10))
+        await spin(2)
+        a.close()
+        pending.cancel()
+        await spin(2)
+        c, d = socket.socketpair()
+        if d.fileno() == fd:
+            c, d = d, c
+        c.setblocking(False)
+        try:
+            assert c.fileno() == fd
+            second = asyncio.ensure_future(loop.sock_recv(c, 10))
+            await spin(2)
+            d.send(b"new")
+            return await asyncio.wait_for(second, 5)
+        finally:
+            for s in (b, c, d):
+                s.close()
+
+    assert run(loop, main()) == b"new"
+
+
+@pytest.mark.timeout(30)
 def test_cancelled_sock_sendall_unregisters_the_writer(loop):
     client, server = _buffering_connection_setup()
     payload = b"s" * (4 * 1024 * 1024)
