@@ -724,9 +724,9 @@ cdef class SocketTransport(TransportBase):
 
     cdef begin(self, protocol, waiter, server, int known):
         """The rest of start(), once set up (either way)."""
-        self.server = server
         if server is not None:
             server_attach(server, self)
+            self.server = server         # counted: detached when it goes
         if known & TCP_KNOWN:
             if fl_set_tcp_nodelay(self._sock_fd) < 0:
                 raise os_error(errno)
@@ -1381,22 +1381,18 @@ cdef tuple accept_one(sock):
     return conn, addr
 
 
-cdef object accept_connections(LoopCore loop, protocol_factory, sock, server, Py_ssize_t backlog,
-                               make_transport):
+cdef object accept_connections(LoopCore loop, protocol_factory, sock, server, Py_ssize_t backlog):
     """Accept up to `backlog` pending connections on the listening socket and
     start a transport for each, as asyncio's plain (non-TLS) servers do, but
     without a task per connection: the transport is made here, and the
     protocol's connection_made() runs in the next iteration.
-
-    make_transport is the loop's _make_socket_transport when a subclass
-    overrides it, else None: the transport is then made here directly.
 
     Returns True when accept() failed with an error that is not "nothing
     pending": asyncio's own accept code then runs, meets the same error and
     reports it (or backs off on EMFILE and friends) the way asyncio does."""
     cdef Py_ssize_t i
     if FL_HAVE_ACCEPT4 and type(sock) is _Socket and _raw_family(sock) in _INET_FAMILIES:
-        return accept_inet(loop, protocol_factory, sock, server, backlog, make_transport)
+        return accept_inet(loop, protocol_factory, sock, server, backlog)
     for i in range(backlog):
         try:
             conn, addr = accept_one(sock)
@@ -1405,8 +1401,9 @@ cdef object accept_connections(LoopCore loop, protocol_factory, sock, server, Py
             return False
         except OSError:
             return True
-        start_accepted(loop, protocol_factory, conn, {'peername': addr}, server,
-                       make_transport, 0)
+        start_accepted(loop, protocol_factory, conn, {'peername': addr}, server, 0)
+        if sock.fileno() < 0:
+            return False       # the protocol factory closed the server
     return False
 
 
@@ -1423,23 +1420,20 @@ cdef class Acceptor:
     cdef object sock
     cdef object server
     cdef Py_ssize_t backlog
-    cdef object make_transport
     cdef tuple ssl_timeouts
 
     def __init__(self, LoopCore loop not None, protocol_factory, sock, server,
-                 Py_ssize_t backlog, make_transport, tuple ssl_timeouts):
+                 Py_ssize_t backlog, tuple ssl_timeouts):
         self.loop = loop
         self.protocol_factory = protocol_factory
         self.sock = sock
         self.server = server
         self.backlog = backlog
-        self.make_transport = make_transport
         self.ssl_timeouts = ssl_timeouts
 
     def __call__(self):
         if self.loop._debug or accept_connections(
-                self.loop, self.protocol_factory, self.sock, self.server, self.backlog,
-                self.make_transport):
+                self.loop, self.protocol_factory, self.sock, self.server, self.backlog):
             _asyncio_accept_connection(self.loop, self.protocol_factory, self.sock, None,
                                        self.server, self.backlog, *self.ssl_timeouts)
 
@@ -1448,8 +1442,7 @@ cdef class Acceptor:
         return f"<accepting connections on {self.sock!r}>"
 
 
-cdef object accept_inet(LoopCore loop, protocol_factory, sock, server, Py_ssize_t backlog,
-                        make_transport):
+cdef object accept_inet(LoopCore loop, protocol_factory, sock, server, Py_ssize_t backlog):
     """accept_connections() for a TCP listener (the common server): accept4()
     makes the socket non-blocking in the same call, "nothing pending" costs
     no exception (the socket module raises BlockingIOError, whose message
@@ -1471,7 +1464,7 @@ cdef object accept_inet(LoopCore loop, protocol_factory, sock, server, Py_ssize_
         known |= TCP_KNOWN
     # The transport is made here and the fd checked against loop._transports
     # in C: it can own the bare fd (TransportBase.sock_deferred).
-    cdef bint deferred = make_transport is None and type(loop.transports) is TransportMap
+    cdef bint deferred = type(loop.transports) is TransportMap
     for i in range(backlog):
         while True:
             fd = fl_accept_nonblocking(listen_fd, &peer, &peer_len)
@@ -1484,13 +1477,15 @@ cdef object accept_inet(LoopCore loop, protocol_factory, sock, server, Py_ssize_
         if deferred:
             start_accepted_fd(loop, protocol_factory, fd, family, nonblocking_type, proto,
                               extra, server, known)
-            continue
-        try:
-            conn = new_socket(family, nonblocking_type, proto, fd)
-        except BaseException:
-            close_fd(fd)
-            raise
-        start_accepted(loop, protocol_factory, conn, extra, server, make_transport, known)
+        else:
+            try:
+                conn = new_socket(family, nonblocking_type, proto, fd)
+            except BaseException:
+                close_fd(fd)
+                raise
+            start_accepted(loop, protocol_factory, conn, extra, server, known)
+        if sock.fileno() != listen_fd:
+            return False       # the protocol factory closed the server
     return False
 
 
@@ -1557,22 +1552,17 @@ cdef object inet_address(sockaddr_storage* addr):
             in6.sin6_scope_id)
 
 
-cdef start_accepted(LoopCore loop, protocol_factory, conn, dict extra, server, make_transport,
-                    int known):
+cdef start_accepted(LoopCore loop, protocol_factory, conn, dict extra, server, int known):
     # asyncio makes the protocol and transport in a task of their own, so
     # each connection gets a copy of the context: so does it here.
     ctx = PyContext_CopyCurrent()
     PyContext_Enter(ctx)
     try:
         protocol = protocol_factory()
-        if make_transport is not None:
-            make_transport(conn, protocol, extra=extra, server=server)
-        else:
-            # What Loop._make_socket_transport does, without two Python calls.
-            ensure_no_transport(loop, conn)
-            transport = SocketTransport.__new__(SocketTransport)
-            (<SocketTransport>transport).start(loop, conn, protocol, None, extra, server,
-                                               known)
+        # What Loop._make_socket_transport does, without two Python calls.
+        ensure_no_transport(loop, conn)
+        transport = SocketTransport.__new__(SocketTransport)
+        (<SocketTransport>transport).start(loop, conn, protocol, None, extra, server, known)
     except BaseException as exc:
         if isinstance(exc, (KeyboardInterrupt, SystemExit)):
             raise

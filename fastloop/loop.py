@@ -135,30 +135,28 @@ class Loop(LoopCore, asyncio.SelectorEventLoop):
         # A plain server's listening socket is read by a C Acceptor: what
         # _accept_connection() below does, without a Python-level call per
         # wake-up. TLS servers and subclasses that override
-        # _accept_connection() get asyncio's registration.
-        if sslcontext is not None or type(self)._accept_connection is not Loop._accept_connection:
+        # _accept_connection() or _make_socket_transport() get asyncio's
+        # registration (and, for the latter, its accept code).
+        if (sslcontext is not None or self._own_transports()
+                or type(self)._accept_connection is not Loop._accept_connection):
             return super()._start_serving(protocol_factory, sock, sslcontext, server,
                                           backlog, *ssl_timeouts)
         self._add_reader(sock.fileno(),
-                         self._acceptor(protocol_factory, sock, server, backlog, ssl_timeouts))
+                         Acceptor(self, protocol_factory, sock, server, backlog, ssl_timeouts))
 
     def _accept_connection(self, protocol_factory, sock, sslcontext=None,
                            server=None, backlog=100, *ssl_timeouts):
         # Plain servers accept in C without a task per connection (see
-        # Acceptor); TLS servers (a handshake to wait for) take asyncio's code.
-        if sslcontext is not None:
+        # Acceptor). TLS servers (a handshake to wait for) take asyncio's
+        # code, and so does a subclass with its own _make_socket_transport(),
+        # which asyncio calls with a waiter it then awaits.
+        if sslcontext is not None or self._own_transports():
             return super()._accept_connection(protocol_factory, sock, sslcontext, server,
                                               backlog, *ssl_timeouts)
-        self._acceptor(protocol_factory, sock, server, backlog, ssl_timeouts)()
+        Acceptor(self, protocol_factory, sock, server, backlog, ssl_timeouts)()
 
-    def _acceptor(self, protocol_factory, sock, server, backlog, ssl_timeouts):
-        # A subclass's own _make_socket_transport() makes the accepted
-        # connections' transports; fastloop's are made in C.
-        make_transport = None
-        if type(self)._make_socket_transport is not Loop._make_socket_transport:
-            make_transport = self._make_socket_transport
-        return Acceptor(self, protocol_factory, sock, server, backlog, make_transport,
-                        ssl_timeouts)
+    def _own_transports(self):
+        return type(self)._make_socket_transport is not Loop._make_socket_transport
 
     def _make_datagram_transport(self, sock, protocol, address=None,
                                  waiter=None, extra=None):

@@ -1800,19 +1800,24 @@ def ping_a_server_on(impl, subclass):
 @pytest.mark.timeout(30)
 def test_servers_use_an_overridden_make_socket_transport(impl):
     """A loop subclass's _make_socket_transport makes the transports of
-    accepted connections too (asyncio's code calls it for every kind)."""
+    accepted connections too (asyncio's code calls it for every kind), with
+    the arguments asyncio gives it: a waiter it then awaits, the peer's
+    address as the only extra, the server."""
     made = []
 
     def subclass(base):
         class CountingLoop(base):
-            def _make_socket_transport(self, sock, protocol, waiter=None, **kwargs):
-                transport = super()._make_socket_transport(sock, protocol, waiter, **kwargs)
-                made.append(transport)
-                return transport
+            def _make_socket_transport(self, sock, protocol, waiter=None, *,
+                                       extra=None, server=None):
+                made.append((isinstance(waiter, asyncio.Future), sorted(extra or {}),
+                             server is not None))
+                return super()._make_socket_transport(sock, protocol, waiter,
+                                                      extra=extra, server=server)
         return CountingLoop
 
     ping_a_server_on(impl, subclass)
-    assert len(made) == 2           # the client's and the accepted one
+    # The client's (create_connection) and the accepted one.
+    assert sorted(made) == [(True, [], False), (True, ["peername"], True)]
 
 
 @pytest.mark.timeout(30)
@@ -1832,6 +1837,53 @@ def test_servers_use_an_overridden_accept_connection(impl):
 
     ping_a_server_on(impl, subclass)
     assert calls and all(isinstance(sock, socket.socket) for sock in calls)
+
+
+@pytest.mark.timeout(30)
+def test_a_protocol_factory_closing_its_server_reports_no_error(loop):
+    # Closing the server from inside its protocol factory, with more clients
+    # waiting to be accepted, is not an accept error.
+    contexts = []
+    loop.set_exception_handler(lambda lp, ctx: contexts.append(ctx))
+    served = []
+    clients = [socket.socket() for _ in range(3)]
+
+    async def main():
+        def factory():
+            srv.close()
+            served.append(RecordingProtocol(loop))
+            return served[-1]
+
+        srv = await loop.create_server(factory, "127.0.0.1", 0)
+        addr = srv.sockets[0].getsockname()
+        for c in clients:
+            c.setblocking(False)
+            try:
+                c.connect(addr)
+            except BlockingIOError:
+                pass
+        while not served:
+            await asyncio.sleep(0.001)
+        await asyncio.sleep(0.05)
+        # (What then becomes of the connections differs by version in
+        # asyncio, whose transports refuse to attach to a closed server.)
+        for p in served:
+            if p.transport is not None:
+                p.transport.close()
+        await spin(10)
+        return len(served) >= 1
+
+    try:
+        assert run(loop, main())
+    finally:
+        for c in clients:
+            c.close()
+        # asyncio leaves the connections it accepted for the closed server
+        # to the garbage collector (their transports could not attach).
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ResourceWarning)
+            gc.collect()
+    assert contexts == []
 
 
 @pytest.mark.timeout(30)
