@@ -35,6 +35,7 @@ from fastloop._sysio cimport (ssize_t, iovec, recv, send, writev, FL_MSG_NOSIGNA
                              sockaddr_in, sockaddr_in6, fl_accept_nonblocking,
                              getsockname, inet_ntop, ntohs, ntohl, fl_set_tcp_nodelay)
 
+import math as _math
 import sys
 import socket as _socket
 import _socket as _socket_base
@@ -45,7 +46,7 @@ from asyncio import futures as _futures
 from asyncio import protocols as _protocols
 from asyncio import selector_events as _selector_events
 from asyncio import transports as _transports
-from asyncio import trsock as _trsock
+from fastloop._trsock import TransportSocket as _SettlingTransportSocket
 from asyncio.log import logger as _logger
 
 cdef extern from "Python.h":
@@ -55,6 +56,7 @@ cdef extern from "Python.h":
     bint PyFunction_Check(object)
     unsigned long Py_TPFLAGS_METHOD_DESCRIPTOR
     bint PyType_HasFeature(PyTypeObject* type, unsigned long feature)
+    bint PyObject_CheckBuffer(object obj)
     # On the bare pointer: an object being freed must not be counted again.
     Py_ssize_t refcount "Py_REFCNT"(PyObject* o)
     int PyContext_Enter(object ctx) except -1
@@ -106,7 +108,6 @@ cdef object _SOCK_STREAM = int(_socket.SOCK_STREAM)
 cdef object _IPPROTO_TCP = int(_socket.IPPROTO_TCP)
 cdef object _asyncio_accept_connection = _selector_events.BaseSelectorEventLoop._accept_connection
 cdef object _set_result_unless_cancelled = _futures._set_result_unless_cancelled
-cdef object _TransportSocket = _trsock.TransportSocket
 cdef object _MISSING = object()         # get_extra_info(): no such key
 # Python 3.13's datagram transport sends empty datagrams (earlier ones drop
 # them) and counts 8 bytes of header per queued datagram in its buffer size.
@@ -229,8 +230,10 @@ cdef class TransportBase(WriteSettler):
 
     cdef list buffer                   # what is not sent yet, oldest first
     cdef Py_ssize_t buffer_size        # its size, as get_write_buffer_size() counts it
-    cdef Py_ssize_t high_water
+    cdef Py_ssize_t high_water         # the limits, as compared with buffer_size
     cdef Py_ssize_t low_water
+    cdef object high_water_given       # and as given (asyncio takes any number)
+    cdef object low_water_given
     cdef public bint _protocol_paused  # pause_writing() was called
 
     # Writes made during a loop callback are sent when it returns (see
@@ -292,8 +295,7 @@ cdef class TransportBase(WriteSettler):
         self._sock_fd = fd
         self.context = PyContext_CopyCurrent()
         self.buffer = []
-        self.high_water = 64 * 1024
-        self.low_water = 16 * 1024
+        self.set_limits(64 * 1024, 16 * 1024)
         self.set_protocol(protocol)
         transports = loop.transports
         if type(transports) is TransportMap:
@@ -340,6 +342,8 @@ cdef class TransportBase(WriteSettler):
         self.sock = None
 
     def __repr__(self):
+        if self.deferred:
+            self.settle_writes()             # so that bufsize is asyncio's
         info = [type(self).__name__]
         if not self.socket_open():
             info.append("closed")
@@ -457,13 +461,24 @@ cdef class TransportBase(WriteSettler):
     cdef int on_writable(self) except -1:
         raise NotImplementedError
 
+    def _send_held_writes(self):
+        # SettlingTransportSocket's call (Python code cannot call cdef methods).
+        if self.deferred:
+            self.settle_writes()
+
     def get_write_buffer_size(self):
         if self.deferred:
             self.settle_writes()
         return self.buffer_size
 
     def get_write_buffer_limits(self):
-        return (self.low_water, self.high_water)
+        return (self.low_water_given, self.high_water_given)
+
+    cdef set_limits(self, high, low):
+        self.high_water_given = high
+        self.low_water_given = low
+        self.high_water = water_mark(high)
+        self.low_water = water_mark(low)
 
     def set_write_buffer_limits(self, high=None, low=None):
         if self.deferred:
@@ -474,8 +489,7 @@ cdef class TransportBase(WriteSettler):
             low = high // 4
         if not high >= low >= 0:
             raise ValueError(f"high ({high!r}) must be >= low ({low!r}) must be >= 0")
-        self.high_water = high
-        self.low_water = low
+        self.set_limits(high, low)
         self.maybe_pause_protocol()
 
     cdef maybe_pause_protocol(self):
@@ -613,7 +627,7 @@ cdef class TransportBase(WriteSettler):
                 sock = self.socket_object()
                 if sock is None:
                     sock = self.closed_stand_in()
-            self.extra["socket"] = _TransportSocket(sock)
+            self.extra["socket"] = _SettlingTransportSocket(sock, self)
             self.unwrapped_sock = None
         return self.extra
 
@@ -651,19 +665,60 @@ cdef class TransportBase(WriteSettler):
 
     @property
     def _high_water(self):
-        return self.high_water
+        return self.high_water_given
 
     @_high_water.setter
-    def _high_water(self, Py_ssize_t value):
-        self.high_water = value
+    def _high_water(self, value):
+        self.set_limits(value, self.low_water_given)
 
     @property
     def _low_water(self):
-        return self.low_water
+        return self.low_water_given
 
     @_low_water.setter
-    def _low_water(self, Py_ssize_t value):
-        self.low_water = value
+    def _low_water(self, value):
+        self.set_limits(self.high_water_given, value)
+
+
+cdef str c_type_name(object obj, Py_ssize_t limit=50):
+    """The type name CPython's C-level errors give (tp_name, cut at limit)."""
+    cdef bytes name = Py_TYPE(obj).tp_name
+    return name[:limit].decode()
+
+
+# Before 3.12 asyncio's writelines() is write(b"".join(list_of_data)): its
+# errors are the join's and write()'s; from 3.12 it is the transport's own.
+cdef bint _WRITELINES_JOINS = sys.version_info < (3, 12)
+
+
+cdef object writelines_piece(object data, Py_ssize_t i):
+    """writelines() item i (not bytes) as bytes, taken as asyncio takes it:
+    any contiguous buffer; a non-contiguous one is None from 3.12 (it fails
+    when sent); anything else raises asyncio's TypeError."""
+    cdef Py_buffer view
+    if PyObject_CheckBuffer(data):
+        try:
+            PyObject_GetBuffer(data, &view, PyBUF_SIMPLE)
+        except BufferError:
+            if not _WRITELINES_JOINS:
+                return None
+        else:
+            try:
+                return PyBytes_FromStringAndSize(<char*>view.buf, view.len)
+            finally:
+                PyBuffer_Release(&view)
+    if _WRITELINES_JOINS:
+        raise TypeError(f"sequence item {i}: expected a bytes-like object, "
+                        f"{c_type_name(data, 80)} found")
+    raise TypeError(f"memoryview: a bytes-like object is required, not '{c_type_name(data, 200)}'")
+
+
+cdef Py_ssize_t water_mark(object limit) except? -1:
+    """A write buffer limit as buffer sizes compare with it: asyncio accepts
+    any number (a float, an int past the C range)."""
+    if type(limit) is not int:
+        limit = _math.floor(limit) if limit != _math.inf else sys.maxsize
+    return min(limit, sys.maxsize)
 
 
 # The protocol methods a stream transport calls per read.
@@ -855,9 +910,10 @@ cdef class SocketTransport(TransportBase):
         try:
             PyObject_GetBuffer(buf, &view, PyBUF_WRITABLE)
         except BaseException:
+            # asyncio's recv_into(buf) raises this, from its argument parsing.
             self.fatal_error(
-                TypeError(f"get_buffer() must return a writable bytes-like object, "
-                          f"not {type(buf).__name__}"),
+                TypeError(f"recv_into() argument 1 must be read-write bytes-like object, "
+                          f"not {'None' if buf is None else c_type_name(buf)}"),
                 "Fatal read error on socket transport")
             return 0
         while True:
@@ -909,7 +965,20 @@ cdef class SocketTransport(TransportBase):
             raise TypeError(f"data argument must be a bytes-like object, "
                             f"not {type(data).__name__!r}")
         self.check_writable("write")
-        PyObject_GetBuffer(data, &view, PyBUF_SIMPLE)
+        try:
+            PyObject_GetBuffer(data, &view, PyBUF_SIMPLE)
+        except BufferError as exc:
+            # A memoryview that is not contiguous: asyncio's send() of it
+            # fails, a fatal write error.
+            if len(data) == 0:
+                return
+            if self.conn_lost:
+                self.count_lost_write()
+                return
+            if self.deferred:
+                self.settle_writes()
+            self.fatal_error(exc, "Fatal write error on socket transport")
+            return
         try:
             self.write_bytes(data, <char*>view.buf, view.len)
         finally:
@@ -1029,37 +1098,57 @@ cdef class SocketTransport(TransportBase):
         """Send the deferred writes (see above)."""
         cdef object first = self.pending, second = self.pending_second
         cdef Py_ssize_t size = self.deferred
+        cdef Py_ssize_t writes               # the write() calls held
         if not size:
             return 0
         self.pending = self.pending_second = None
         self.deferred = 0
         if second is None:
+            writes = 1
             self.send_now(first, PyBytes_AS_STRING(first), size)
-            return 0
-        if not self.buffer:
+        elif not self.buffer:
+            writes = 2
             self.send_pair(first, second)
-            return 0
-        self.buffer[0:0] = (first, second)
-        self.buffer_size += size
-        if self.flush() and self.buffer:
-            self.start_writing()
-            self.maybe_pause_protocol()
+        else:
+            writes = 2 + len(self.buffer)
+            self.buffer[0:0] = (first, second)
+            self.buffer_size += size
+            if self.flush() and self.buffer:
+                self.start_writing()
+                self.maybe_pause_protocol()
+        if self.conn_lost:
+            # The send failed: in asyncio the first write() did, and each
+            # later one counted as a write after the loss (logged past 5).
+            for _ in range(writes - 1):
+                self.count_lost_write()
         return 0
 
     def writelines(self, list_of_data):
         """Write the pieces with one writev() (a join, without the copy)."""
         cdef list pieces = []
+        cdef Py_ssize_t i = -1
+        cdef bint unsendable = False
         if self.deferred:
             self.settle_writes()
-        self.check_writable("writelines")
+        if not _WRITELINES_JOINS:
+            self.check_writable("writelines")
         for data in list_of_data:
+            i += 1
             if type(data) is not bytes:
-                if not isinstance(data, (bytes, bytearray, memoryview)):
-                    raise TypeError(f"data argument must be a bytes-like object, "
-                                    f"not {type(data).__name__!r}")
-                data = bytes(data)
+                data = writelines_piece(data, i)
+                if data is None:
+                    unsendable = True
+                    continue
             if PyBytes_GET_SIZE(data):
                 pieces.append(data)
+        if _WRITELINES_JOINS:
+            self.check_writable("write")         # 3.11: write(b"".join(list_of_data))
+        if unsendable and not self.conn_lost:
+            # 3.12+ keeps a memoryview of each piece; sending one that is
+            # not contiguous fails, a fatal write error.
+            self.fatal_error(BufferError("memoryview: underlying buffer is not C-contiguous"),
+                             "Fatal write error on socket transport")
+            return
         if not pieces:
             return
         if self.conn_lost:
