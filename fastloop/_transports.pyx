@@ -913,7 +913,7 @@ cdef class SocketTransport(TransportBase):
             # asyncio's recv_into(buf) raises this, from its argument parsing.
             self.fatal_error(
                 TypeError(f"recv_into() argument 1 must be read-write bytes-like object, "
-                          f"not {'None' if buf is None else c_type_name(buf)}"),
+                          f"not {c_type_name(buf)}"),
                 "Fatal read error on socket transport")
             return 0
         while True:

@@ -1,7 +1,7 @@
-"""Edge cases of the stream transport, each as asyncio behaves: errors from
-unusual arguments, writes held until a callback returns (see
-SocketTransport.settle_writes) seen from outside, protocol methods looked
-up at each call. Run on asyncio and on fastloop with each poller."""
+"""Edge cases of the stream transport, each as asyncio behaves: unusual
+arguments and the errors they get, writes held until a callback returns
+(SocketTransport.settle_writes) as seen from outside, a protocol that is not
+a protocol. Run on asyncio and on fastloop with each poller (conftest)."""
 import asyncio
 import logging
 import socket
@@ -13,247 +13,178 @@ from helpers import run, spin
 
 pytestmark = pytest.mark.timeout(30)
 
-
-async def make_transport(loop, proto, sock):
-    tr, p = await loop.connect_accepted_socket(lambda: proto, sock)
-    return tr, p
-
-
-def pair():
-    a, b = socket.socketpair()
-    a.setblocking(False)
-    b.setblocking(False)
-    return a, b
+FATAL_WRITE = "Fatal write error on socket transport"
+FATAL_READ = "Fatal read error on socket transport"
+NOT_CONTIGUOUS = "memoryview: underlying buffer is not C-contiguous"
 
 
-def handler_into(loop, events):
-    def handler(lp, ctx):
-        events.append(("handler", ctx.get("message"), type(ctx.get("exception")).__name__,
-                       str(ctx.get("exception")), sorted(ctx)))
-    loop.set_exception_handler(handler)
+class Recorder(asyncio.Protocol):
+    """Records connection_lost() and what reaches the exception handler."""
+
+    def __init__(self, loop, events):
+        self.events = events
+        loop.set_exception_handler(
+            lambda lp, ctx: events.append(("handler", ctx["message"],
+                                           type(ctx.get("exception")).__name__,
+                                           str(ctx.get("exception")), sorted(ctx))))
+
+    def connection_lost(self, exc):
+        self.events.append(("lost", type(exc).__name__))
 
 
-def test_set_protocol_none_raises_later(loop):
+def handled(message, exc_type, text):
+    return ("handler", message, exc_type, text, ["exception", "message", "protocol", "transport"])
+
+
+async def transport_on(loop, sock, protocol):
+    tr, _ = await loop.connect_accepted_socket(lambda: protocol, sock)
+    await spin(2)                            # connection_made() has run
+    return tr
+
+
+async def finish(tr):
+    tr.abort()
+    await spin(3)
+
+
+def outcome(events, call):
+    """call(), recorded as returning or as the exception it raised."""
+    try:
+        call()
+        events.append("returned")
+    except Exception as exc:
+        events.append((type(exc).__name__, str(exc)))
+
+
+def test_set_protocol_to_a_non_protocol_fails_when_data_arrives(loop, sockpair):
+    a, b = sockpair
     events = []
-    a, b = pair()
-    handler_into(loop, events)
-
-    class P(asyncio.Protocol):
-        def connection_lost(self, exc):
-            events.append(("lost", type(exc).__name__))
 
     async def main():
-        tr, p = await make_transport(loop, P(), a)
-        try:
-            tr.set_protocol(object())
-            events.append("set ok")
-        except Exception as e:
-            events.append(("set raised", type(e).__name__))
+        tr = await transport_on(loop, a, Recorder(loop, events))
+        outcome(events, lambda: tr.set_protocol(object()))
         b.send(b"hi")
         await asyncio.sleep(0.05)
         events.append(("closing", tr.is_closing()))
-        tr.abort()
-        await spin(3)
+        await finish(tr)
 
-    try:
-        run(loop, main())
-    finally:
-        b.close()
-    assert events[0] == "set ok", events
+    run(loop, main())
+    # Then connection_lost() is called on it, which fails too.
+    lost_failed = events[2][:4]
+    assert events[:2] + [events[3]] == [
+        "returned",
+        handled("Fatal error: protocol.data_received() call failed.", "AttributeError",
+                "'object' object has no attribute 'data_received'"),
+        ("closing", True)]
+    assert lost_failed[0] == "handler" and lost_failed[2:] == (
+        "AttributeError", "'object' object has no attribute 'connection_lost'")
+    assert "SocketTransport._call_connection_lost(" in lost_failed[1]
 
 
-def test_write_noncontiguous_memoryview(loop):
+def test_write_of_a_non_contiguous_memoryview_is_a_fatal_write_error(loop, sockpair):
+    a, b = sockpair
     events = []
-    a, b = pair()
-    handler_into(loop, events)
-
-    class P(asyncio.Protocol):
-        def connection_lost(self, exc):
-            events.append(("lost", type(exc).__name__))
 
     async def main():
-        tr, p = await make_transport(loop, P(), a)
-        await spin(2)
-        mv = memoryview(b"abcdef")[::2]
-        try:
-            tr.write(mv)
-            events.append("write returned")
-        except Exception as e:
-            events.append(("write raised", type(e).__name__, str(e)))
-        events.append(("closing", tr.is_closing()))
+        tr = await transport_on(loop, a, Recorder(loop, events))
+        outcome(events, lambda: tr.write(memoryview(b"abcdef")[::2]))
         await spin(3)
-        if not tr.is_closing():
-            tr.close()
-            await spin(3)
 
-    try:
-        run(loop, main())
-    finally:
-        b.close()
-    assert events[:2] == [
-        ("handler", "Fatal write error on socket transport", "BufferError",
-         "memoryview: underlying buffer is not C-contiguous",
-         ["exception", "message", "protocol", "transport"]),
-        "write returned"], events
+    run(loop, main())
+    assert events == [handled(FATAL_WRITE, "BufferError", NOT_CONTIGUOUS), "returned",
+                      ("lost", "BufferError")]
 
 
-def test_writelines_str_message(loop):
+@pytest.mark.parametrize("pieces", [[b"a", "x"], [b"a", memoryview(b"abcd")[::2]], [b"a", 7]],
+                         ids=["str", "non-contiguous", "int"])
+def test_writelines_of_what_cannot_be_sent(loop, sockpair, pieces):
+    # Before 3.12 asyncio's writelines() is write(b"".join(pieces)); from
+    # 3.12 it keeps a memoryview of each piece.
+    a, b = sockpair
     events = []
-    a, b = pair()
 
     async def main():
-        tr, p = await make_transport(loop, asyncio.Protocol(), a)
-        await spin(2)
-        try:
-            tr.writelines([b"a", "x"])
-        except Exception as e:
-            events.append((type(e).__name__, str(e)))
-        tr.close()
-        await spin(3)
+        tr = await transport_on(loop, a, Recorder(loop, events))
+        outcome(events, lambda: tr.writelines(pieces))
+        await finish(tr)
 
-    try:
-        run(loop, main())
-    finally:
-        b.close()
-    if sys.version_info >= (3, 12):
-        expected = "memoryview: a bytes-like object is required, not 'str'"
+    run(loop, main())
+    name = type(pieces[1]).__name__
+    if sys.version_info < (3, 12):
+        expected = [("TypeError", f"sequence item 1: expected a bytes-like object, {name} found"),
+                    ("lost", "NoneType")]
+    elif name == "memoryview":
+        expected = [handled(FATAL_WRITE, "BufferError", NOT_CONTIGUOUS), "returned",
+                    ("lost", "BufferError")]
     else:
-        expected = "sequence item 1: expected a bytes-like object, str found"
-    assert events == [("TypeError", expected)]
-
-
-def test_writelines_after_write_eof_message(loop):
-    events = []
-    a, b = pair()
-
-    async def main():
-        tr, p = await make_transport(loop, asyncio.Protocol(), a)
-        await spin(2)
-        tr.write_eof()
-        try:
-            tr.writelines([b"a"])
-        except Exception as e:
-            events.append((type(e).__name__, str(e)))
-        tr.close()
-        await spin(3)
-
-    try:
-        run(loop, main())
-    finally:
-        b.close()
-    method = "writelines" if sys.version_info >= (3, 12) else "write"
-    assert events == [("RuntimeError", f"Cannot call {method}() after write_eof()")]
-
-
-def test_writelines_noncontiguous(loop):
-    events = []
-    a, b = pair()
-    handler_into(loop, events)
-
-    class P(asyncio.Protocol):
-        def connection_lost(self, exc):
-            events.append(("lost", type(exc).__name__))
-
-    async def main():
-        tr, p = await make_transport(loop, P(), a)
-        await spin(2)
-        try:
-            tr.writelines([b"a", memoryview(b"abcd")[::2]])
-            events.append("returned")
-        except Exception as e:
-            events.append((type(e).__name__, str(e)))
-        await spin(3)
-        tr.close()
-        await spin(3)
-
-    try:
-        run(loop, main())
-    finally:
-        b.close()
-    if sys.version_info >= (3, 12):
-        expected = [("handler", "Fatal write error on socket transport", "BufferError",
-                     "memoryview: underlying buffer is not C-contiguous",
-                     ["exception", "message", "protocol", "transport"]),
-                    "returned", ("lost", "BufferError")]
-    else:
-        expected = [("TypeError",
-                     "sequence item 1: expected a bytes-like object, memoryview found"),
+        expected = [("TypeError", f"memoryview: a bytes-like object is required, not '{name}'"),
                     ("lost", "NoneType")]
     assert events == expected
 
 
-def test_set_write_buffer_limits_float(loop):
+def test_writelines_after_write_eof(loop, sockpair):
+    a, b = sockpair
     events = []
-    a, b = pair()
 
     async def main():
-        tr, p = await make_transport(loop, asyncio.Protocol(), a)
-        for kw in (dict(high=1000.0), dict(low=10.5), dict(high=2**70)):
-            try:
-                tr.set_write_buffer_limits(**kw)
-                events.append(tr.get_write_buffer_limits())
-            except Exception as e:
-                events.append((type(e).__name__, str(e)))
-        tr.close()
-        await spin(3)
+        tr = await transport_on(loop, a, asyncio.Protocol())
+        tr.write_eof()
+        outcome(events, lambda: tr.writelines([b"a"]))
+        await finish(tr)
 
-    try:
-        run(loop, main())
-    finally:
-        b.close()
-    assert events == [(250.0, 1000.0), (10.5, 42.0), (2**68, 2**70)]
+    run(loop, main())
+    method = "writelines" if sys.version_info >= (3, 12) else "write"
+    assert events == [("RuntimeError", f"Cannot call {method}() after write_eof()")]
+
+
+def test_writelines_takes_any_contiguous_buffer(loop, sockpair):
+    import array
+    a, b = sockpair
+
+    async def main():
+        tr = await transport_on(loop, a, asyncio.Protocol())
+        tr.writelines([b"ab", bytearray(b"cd"), memoryview(b"ef"), array.array("B", b"gh")])
+        await spin(3)
+        got = b.recv(100)
+        await finish(tr)
+        return got
+
+    assert run(loop, main()) == b"abcdefgh"
 
 
 @pytest.mark.parametrize("kind", ["bytes", "list", "memoryview"])
-def test_get_buffer_readonly(loop, kind):
+def test_get_buffer_returning_what_recv_into_cannot_fill(loop, sockpair, kind):
+    a, b = sockpair
     events = []
-    a, b = pair()
-    handler_into(loop, events)
+    unusable = {"bytes": b"12345678", "list": [0] * 8,
+                "memoryview": memoryview(bytearray(16))[::2]}[kind]
 
-    class P(asyncio.BufferedProtocol):
+    class P(asyncio.BufferedProtocol, Recorder):
         def get_buffer(self, hint):
-            if kind == "memoryview":
-                return memoryview(bytearray(16))[::2]
-            return b"12345678" if kind == "bytes" else [0] * 8
+            return unusable
 
         def buffer_updated(self, n):
             events.append(("updated", n))
 
-        def connection_lost(self, exc):
-            events.append(("lost", type(exc).__name__, str(exc)))
-
     async def main():
-        tr, p = await make_transport(loop, P(), a)
+        tr = await transport_on(loop, a, P(loop, events))
         b.send(b"hi")
         await asyncio.sleep(0.05)
         await spin(3)
 
-    try:
-        run(loop, main())
-    finally:
-        b.close()
-    if kind == "memoryview":
-        assert events == [
-            ("handler", "Fatal read error on socket transport", "TypeError",
-             "recv_into() argument 1 must be read-write bytes-like object, not memoryview",
-             ["exception", "message", "protocol", "transport"]),
-            ("lost", "TypeError",
-             "recv_into() argument 1 must be read-write bytes-like object, not memoryview")], events
-        return
-    assert events == [
-        ("handler", "Fatal read error on socket transport", "TypeError",
-         f"recv_into() argument 1 must be read-write bytes-like object, not {kind}",
-         ["exception", "message", "protocol", "transport"]),
-        ("lost", "TypeError",
-         f"recv_into() argument 1 must be read-write bytes-like object, not {kind}")], events
+    run(loop, main())
+    text = f"recv_into() argument 1 must be read-write bytes-like object, not {kind}"
+    assert events == [handled(FATAL_READ, "TypeError", text), ("lost", "TypeError")]
 
 
-def test_lost_writes_warning(loop, caplog):
-    a, b = pair()
+def test_writes_after_the_connection_was_lost_are_counted(loop, sockpair, caplog):
+    # asyncio's first write() meets the broken pipe; each later one counts
+    # as a write to a lost connection, logged from the fifth on. fastloop
+    # sends the ten in one go when the task step ends: the same count.
+    a, b = sockpair
 
     async def main():
-        tr, p = await make_transport(loop, asyncio.Protocol(), a)
-        await spin(2)
+        tr = await transport_on(loop, a, asyncio.Protocol())
         b.close()
         for _ in range(10):
             tr.write(b"x")
@@ -261,15 +192,16 @@ def test_lost_writes_warning(loop, caplog):
 
     with caplog.at_level(logging.WARNING, logger="asyncio"):
         run(loop, main())
-    msgs = [r.getMessage() for r in caplog.records]
-    assert msgs == ["socket.send() raised exception."] * 5, msgs
+    assert [r.getMessage() for r in caplog.records] == ["socket.send() raised exception."] * 5
 
 
-def test_kept_socket_shutdown_after_write(loop):
+def test_the_socket_object_sends_held_writes_first(loop, sockpair):
+    # A protocol that kept get_extra_info("socket") from connection_made()
+    # and shuts it down right after a write: the data goes out first.
+    a, b = sockpair
     events = []
-    a, b = pair()
 
-    class P(asyncio.Protocol):
+    class P(Recorder):
         def connection_made(self, tr):
             self.tr = tr
             self.sock = tr.get_extra_info("socket")
@@ -278,54 +210,41 @@ def test_kept_socket_shutdown_after_write(loop):
             self.tr.write(b"reply")
             self.sock.shutdown(socket.SHUT_WR)
 
-        def connection_lost(self, exc):
-            events.append(("lost", type(exc).__name__))
-
     async def main():
-        tr, p = await make_transport(loop, P(), a)
+        tr = await transport_on(loop, a, P(loop, events))
         b.send(b"q")
         got = b""
-        for _ in range(100):
-            await asyncio.sleep(0.01)
+        for _ in range(200):
+            await asyncio.sleep(0.005)
             try:
                 chunk = b.recv(100)
             except BlockingIOError:
                 continue
             if not chunk:
-                events.append(("peer got", got))
                 break
             got += chunk
+        events.append(("peer got", got))
         tr.close()
         await spin(3)
 
-    try:
-        run(loop, main())
-    finally:
-        b.close()
-    assert events == [("peer got", b"reply"), ("lost", "NoneType")], events
+    run(loop, main())
+    assert events == [("peer got", b"reply"), ("lost", "NoneType")]
 
 
-def test_repr_after_unsent_write(loop):
-    events = []
-    a, b = pair()
+def test_repr_counts_a_held_write(loop, sockpair):
+    a, b = sockpair
     try:
-        while True:
+        while True:                          # fill the kernel's buffer first
             a.send(b"x" * 65536)
     except BlockingIOError:
         pass
 
     async def main():
-        tr, p = await make_transport(loop, asyncio.Protocol(), a)
-        await spin(2)
+        tr = await transport_on(loop, a, asyncio.Protocol())
         tr.write(b"y")
-        r = repr(tr)
-        events.append(r[r.index("read="):])
-        events.append(tr.get_write_buffer_size())
-        tr.abort()
-        await spin(3)
+        text = repr(tr)
+        size = tr.get_write_buffer_size()
+        await finish(tr)
+        return text[text.index("read="):], size
 
-    try:
-        run(loop, main())
-    finally:
-        b.close()
-    assert events == ["read=polling write=<polling, bufsize=1>>", 1], events
+    assert run(loop, main()) == ("read=polling write=<polling, bufsize=1>>", 1)
