@@ -18,6 +18,8 @@ cdef extern from "_attrs.h":
     bint fl_attr_type_value(object obj, fl_attr* a, PyObject** found) noexcept
     int fl_attr_is_method(object obj, fl_attr* a, object func) noexcept
     object fl_getattr(object obj, fl_attr* a)
+    # The same, as the C function returns it: NULL with the exception set.
+    PyObject* fl_getattr_or_null "fl_getattr"(object obj, fl_attr* a)
     int fl_setattr(object obj, fl_attr* a, object value) except -1
     # obj.<a.name>(arg) as a look-up at the call finds it: func(obj, arg)
     # while that is what it finds (func: what obj's type had under the name,

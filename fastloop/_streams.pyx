@@ -20,6 +20,8 @@ the instances' attribute values where the interpreter's own specialized
 code would do that (_attrs.h).
 """
 from cpython.object cimport PyObject, PyTypeObject, Py_TYPE
+from cpython.ref cimport Py_DECREF
+from cpython.exc cimport PyErr_Clear
 from cpython.bytearray cimport PyByteArray_AS_STRING, PyByteArray_GET_SIZE, PyByteArray_Resize
 from libc.errno cimport errno
 from libc.string cimport memcpy
@@ -29,7 +31,7 @@ from fastloop._recvbuf cimport READ_SIZE, read_some, last_read_data
 from fastloop._originals cimport original
 from fastloop._attrs cimport (fl_attr, fl_inline_attrs_on, fl_attr_init, fl_attr_clear, fl_attr_peek,
                              fl_attr_type_value, fl_attr_is_method, fl_getattr, fl_setattr,
-                             method_is)
+                             fl_getattr_or_null, method_is)
 from fastloop._futures cimport future_cancelled, future_set_result
 
 from asyncio import streams as _streams
@@ -125,7 +127,7 @@ INLINE_ATTRS = fl_inline_attrs_on     # for the other modules that include _attr
 
 # The attributes read per read (see _attrs.h).
 cdef fl_attr _stream_reader, _stream_reader_wr, _feed_data, _wakeup_waiter
-cdef fl_attr _eof, _buffer, _waiter, _limit
+cdef fl_attr _eof, _buffer, _waiter, _limit, _transport, _paused
 fl_attr_init(&_stream_reader, "_stream_reader")
 fl_attr_init(&_stream_reader_wr, "_stream_reader_wr")
 fl_attr_init(&_feed_data, "feed_data")
@@ -134,6 +136,8 @@ fl_attr_init(&_eof, "_eof")
 fl_attr_init(&_buffer, "_buffer")
 fl_attr_init(&_waiter, "_waiter")
 fl_attr_init(&_limit, "_limit")
+fl_attr_init(&_transport, "_transport")
+fl_attr_init(&_paused, "_paused")
 
 
 cdef bint runs_stream_reader_protocol(object data_received) noexcept:
@@ -166,6 +170,12 @@ cdef object reader_to_feed(object protocol):
     return reader
 
 
+# reader_to_feed() called as the C function it is: a new reference, or NULL
+# with the exception set (no try block on the per-read path).
+ctypedef PyObject* (*object_of)(object) noexcept
+cdef object_of reader_or_null = <object_of>reader_to_feed
+
+
 cdef ssize_t feed_stream_reader(object protocol, int fd, Py_ssize_t* hint,
                                 int* err) except -3:
     """One recv() from fd onto the end of the buffer of the StreamReader
@@ -176,10 +186,22 @@ cdef ssize_t feed_stream_reader(object protocol, int fd, Py_ssize_t* hint,
     the reader cannot be fed here (nothing was read: call data_received())."""
     cdef ssize_t n
     cdef Py_ssize_t before, room
-    reader = reader_to_feed(protocol)
+    # What fails before the recv() leaves the read to data_received(), which
+    # meets it after the recv(), as asyncio's code does (at EOF, never).
+    cdef PyObject* found = reader_or_null(protocol)
+    if found == NULL:
+        PyErr_Clear()
+        return -2
+    reader = <object>found
+    Py_DECREF(reader)                         # the reference found held
     if reader is None:
         return -2
-    buf = fl_getattr(reader, &_buffer)
+    found = fl_getattr_or_null(reader, &_buffer)
+    if found == NULL:
+        PyErr_Clear()
+        return -2
+    buf = <object>found
+    Py_DECREF(buf)
     if type(buf) is not bytearray or fl_bytearray_exports(buf):
         return -2           # extend() would fail or be someone else's
     before = PyByteArray_GET_SIZE(buf)
@@ -216,17 +238,17 @@ cdef ssize_t feed_stream_reader(object protocol, int fd, Py_ssize_t* hint,
         # _wakeup_waiter():
         if not future_cancelled(waiter):
             future_set_result(waiter, None)
-    # Its pause test, with the one operand that usually settles it read first.
-    if not over_twice(PyByteArray_GET_SIZE(buf), fl_getattr(reader, &_limit)):
+    # Its pause test, its operands read in its order.
+    transport = fl_getattr(reader, &_transport)
+    if (transport is None or fl_getattr(reader, &_paused)
+            or not over_twice(PyByteArray_GET_SIZE(buf), fl_getattr(reader, &_limit))):
         return n
-    transport = reader._transport
-    if transport is not None and not reader._paused:
-        try:
-            transport.pause_reading()
-        except NotImplementedError:
-            reader._transport = None
-        else:
-            reader._paused = True
+    try:
+        transport.pause_reading()
+    except NotImplementedError:
+        reader._transport = None
+    else:
+        reader._paused = True
     return n
 
 

@@ -622,3 +622,36 @@ def test_attribute_values_are_read_in_place_here():
     interpreter, so the tests above exercise the in-place path."""
     from fastloop import _streams
     assert _streams._inline_attrs_work()
+
+
+@pytest.mark.timeout(20)
+def test_reader_state_is_read_only_when_asyncio_would_read_it(loop):
+    # asyncio touches the reader only once recv() returned data (not at EOF),
+    # and reads _limit only for a reader with a transport that is not
+    # paused: a broken attribute elsewhere goes unnoticed, as there.
+    contexts = record_handler(loop)
+
+    class NoLimit(asyncio.StreamReader):
+        @property
+        def _limit(self):
+            raise RuntimeError("not read by asyncio here")
+
+        @_limit.setter
+        def _limit(self, value):
+            pass
+
+    async def main():
+        reader = NoLimit()
+        transport, peer = await connected_with(lambda: asyncio.StreamReaderProtocol(reader))
+        reader._transport = None                 # as for a reader never paused
+        await loop.sock_sendall(peer, b"abc")
+        got = await reader.readexactly(3)
+        del reader._eof                          # broken, and only EOF follows
+        peer.shutdown(socket.SHUT_WR)
+        await spin(20)
+        eof = reader.__dict__.get("_eof")        # feed_eof() set it again
+        await disconnect(transport, peer)
+        return got, eof
+
+    assert run(loop, main()) == (b"abc", True)
+    assert contexts == []
