@@ -39,7 +39,7 @@
  * (once per type version) is not. */
 #if defined(__GNUC__) || defined(__clang__)
 #define FL_HOT_INLINE static inline __attribute__((always_inline))
-#define FL_COLD static __attribute__((noinline, cold))
+#define FL_COLD static __attribute__((noinline, cold, unused))
 #else
 #define FL_HOT_INLINE static inline
 #define FL_COLD static
@@ -263,7 +263,7 @@ FL_HOT_INLINE int fl_attr_is_method(PyObject *obj, fl_attr *a, PyObject *func) {
  * of its own shadowing it; else through the ordinary look-up. func may be
  * Py_None (always the look-up). NULL with the exception set if the look-up
  * or the call raised. Forced inline: it runs once per read. */
-static PyObject *fl_call_looked_up(PyObject *obj, PyObject *name, PyObject *arg);
+FL_COLD PyObject *fl_call_looked_up(PyObject *obj, PyObject *name, PyObject *arg);
 
 FL_HOT_INLINE PyObject *fl_call_method_at(PyObject *obj, fl_attr *a, PyObject *func,
                                           PyObject *arg) {
@@ -278,7 +278,7 @@ FL_HOT_INLINE PyObject *fl_call_method_at(PyObject *obj, fl_attr *a, PyObject *f
     return fl_call_looked_up(obj, a->name, arg);
 }
 
-static PyObject *fl_call_looked_up(PyObject *obj, PyObject *name, PyObject *arg) {
+FL_COLD PyObject *fl_call_looked_up(PyObject *obj, PyObject *name, PyObject *arg) {
     PyObject *result, *method = PyObject_GetAttr(obj, name);
     if (method == NULL)
         return NULL;

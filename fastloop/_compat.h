@@ -231,9 +231,6 @@ static inline Py_ssize_t fl_bytearray_exports(PyObject *b) {
     return ((PyByteArrayObject *)b)->ob_exports;
 }
 
-/* f(arg) returning a new reference or NULL with the exception set; a bound
- * method is called as its function with (self, arg), without the method
- * object's own vectorcall step (as Cython's calls do). */
 /* func(self, arg): a method called through its function. */
 static inline PyObject *fl_call_method_one(PyObject *func, PyObject *self, PyObject *arg) {
     PyObject *args[3];
@@ -242,6 +239,9 @@ static inline PyObject *fl_call_method_one(PyObject *func, PyObject *self, PyObj
     return PyObject_Vectorcall(func, args + 1, 2 | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
 }
 
+/* f(arg) returning a new reference or NULL with the exception set; a bound
+ * method is called as its function with (self, arg), without the method
+ * object's own vectorcall step (as Cython's calls do). */
 static inline PyObject *fl_call_one(PyObject *f, PyObject *arg) {
     PyObject *args[2];
     if (PyMethod_Check(f))

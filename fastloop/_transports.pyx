@@ -462,7 +462,7 @@ cdef class TransportBase(WriteSettler):
         raise NotImplementedError
 
     def _send_held_writes(self):
-        # SettlingTransportSocket's call (Python code cannot call cdef methods).
+        # For fastloop._trsock.TransportSocket (Python code cannot call cdef methods).
         if self.deferred:
             self.settle_writes()
 
