@@ -27,7 +27,8 @@ from fastloop._recvbuf cimport READ_SIZE, read_some, received
 from fastloop._streams cimport runs_stream_reader_protocol, feed_stream_reader
 from fastloop._servers cimport server_attach, server_detach
 from fastloop._originals cimport original
-from fastloop._attrs cimport fl_attr, fl_inline_attrs_on, method_is, fl_call_method_at
+from fastloop._attrs cimport (fl_attr, fl_inline_attrs_on, fl_attr_type_value, method_is,
+                             fl_call_method_at)
 from fastloop import _streams as _streams_module
 from fastloop._sysio cimport (ssize_t, iovec, recv, send, writev, FL_MSG_NOSIGNAL,
                              os_error, would_block, FL_HAVE_ACCEPT4, SOCK_NONBLOCK,
@@ -57,6 +58,9 @@ cdef extern from "Python.h":
     unsigned long Py_TPFLAGS_METHOD_DESCRIPTOR
     bint PyType_HasFeature(PyTypeObject* type, unsigned long feature)
     bint PyObject_CheckBuffer(object obj)
+    long long PyLong_AsLongLongAndOverflow(object obj, int* overflow) except? -1
+    Py_ssize_t PY_SSIZE_T_MAX
+    Py_ssize_t PY_SSIZE_T_MIN
     # On the bare pointer: an object being freed must not be counted again.
     Py_ssize_t refcount "Py_REFCNT"(PyObject* o)
     int PyContext_Enter(object ctx) except -1
@@ -83,6 +87,7 @@ cdef object _asyncio_set_nodelay = _base_events._set_nodelay
 # socket.socket's family and type properties build enum members, which costs
 # more than the rest of a connection's set-up in Python; the base type's
 # fields are the plain ints.
+cdef object _raw_fileno = _socket_base.socket.fileno
 cdef object _raw_family = _socket_base.socket.family.__get__
 cdef object _raw_type = _socket_base.socket.type.__get__
 cdef object _raw_proto = _socket_base.socket.proto.__get__
@@ -109,6 +114,8 @@ cdef object _IPPROTO_TCP = int(_socket.IPPROTO_TCP)
 cdef object _asyncio_accept_connection = _selector_events.BaseSelectorEventLoop._accept_connection
 cdef object _set_result_unless_cancelled = _futures._set_result_unless_cancelled
 cdef object _MISSING = object()         # get_extra_info(): no such key
+cdef object _DEFAULT_HIGH_WATER = 64 * 1024  # asyncio's write buffer limits
+cdef object _DEFAULT_LOW_WATER = 16 * 1024
 # Python 3.13's datagram transport sends empty datagrams (earlier ones drop
 # them) and counts 8 bytes of header per queued datagram in its buffer size.
 cdef bint _SENDS_EMPTY_DATAGRAMS = sys.version_info >= (3, 13)
@@ -295,7 +302,10 @@ cdef class TransportBase(WriteSettler):
         self._sock_fd = fd
         self.context = PyContext_CopyCurrent()
         self.buffer = []
-        self.set_limits(64 * 1024, 16 * 1024)
+        self.high_water_given = _DEFAULT_HIGH_WATER
+        self.low_water_given = _DEFAULT_LOW_WATER
+        self.high_water = 64 * 1024
+        self.low_water = 16 * 1024
         self.set_protocol(protocol)
         transports = loop.transports
         if type(transports) is TransportMap:
@@ -716,9 +726,16 @@ cdef object writelines_piece(object data, Py_ssize_t i):
 cdef Py_ssize_t water_mark(object limit) except? -1:
     """A write buffer limit as buffer sizes compare with it: asyncio accepts
     any number (a float, an int past the C range)."""
+    cdef int overflow = 0
+    cdef long long n
     if type(limit) is not int:
         limit = _math.floor(limit) if limit != _math.inf else sys.maxsize
-    return min(limit, sys.maxsize)
+    n = PyLong_AsLongLongAndOverflow(limit, &overflow)
+    if overflow > 0 or n > PY_SSIZE_T_MAX:
+        return PY_SSIZE_T_MAX
+    if overflow < 0 or n < PY_SSIZE_T_MIN:
+        return PY_SSIZE_T_MIN
+    return <Py_ssize_t>n
 
 
 # The protocol methods a stream transport calls per read.
@@ -733,9 +750,12 @@ cdef object plain_method(object protocol, str name, fl_attr* at):
     """What protocol's type has under name if it is a plain method (a
     function or a method descriptor, which a look-up binds to the instance),
     else None; at is reset to record where the type keeps it."""
+    cdef PyObject* found
     at.name = <PyObject*>name
     at.version = 0
-    cdef PyObject* found = _PyType_Lookup(Py_TYPE(protocol), name)
+    # Resolving the record looks the name up once (fl_attr_type_value()).
+    if not fl_attr_type_value(protocol, at, &found):
+        found = _PyType_Lookup(Py_TYPE(protocol), name)
     if found == NULL:
         return None
     func = <object>found
@@ -1491,7 +1511,7 @@ cdef object accept_connections(LoopCore loop, protocol_factory, sock, server, Py
         except OSError:
             return True
         start_accepted(loop, protocol_factory, conn, {'peername': addr}, server, 0)
-        if sock.fileno() < 0:
+        if _raw_fileno(sock) < 0:
             return False       # the protocol factory closed the server
     return False
 
@@ -1573,7 +1593,7 @@ cdef object accept_inet(LoopCore loop, protocol_factory, sock, server, Py_ssize_
                 close_fd(fd)
                 raise
             start_accepted(loop, protocol_factory, conn, extra, server, known)
-        if sock.fileno() != listen_fd:
+        if _raw_fileno(sock) != listen_fd:
             return False       # the protocol factory closed the server
     return False
 
