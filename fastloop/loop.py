@@ -126,7 +126,9 @@ class Loop(LoopCore, asyncio.SelectorEventLoop):
                                extra=None, server=None):
         # Every plain (non-TLS) stream connection asyncio's code makes --
         # create_connection, servers, unix sockets, connect_accepted_socket
-        # -- gets fastloop's C transport.
+        # -- gets fastloop's C transport. (asyncio's fails on a closed loop
+        # when it schedules connection_made().)
+        self._check_closed()
         self._ensure_fd_no_transport(sock)
         return SocketTransport(self, sock, protocol, waiter, extra, server)
 
@@ -161,6 +163,7 @@ class Loop(LoopCore, asyncio.SelectorEventLoop):
     def _make_datagram_transport(self, sock, protocol, address=None,
                                  waiter=None, extra=None):
         # create_datagram_endpoint's transport: fastloop's C one.
+        self._check_closed()
         self._ensure_fd_no_transport(sock)
         return DatagramTransport(self, sock, protocol, address, waiter, extra)
 
@@ -241,14 +244,23 @@ class Loop(LoopCore, asyncio.SelectorEventLoop):
 
     async def getaddrinfo(self, host, port, *, family=0, type=0, proto=0, flags=0):
         """asyncio's getaddrinfo(); an IP literal (or no host) needs no lookup,
-        so it is answered at once instead of through the thread pool."""
+        so it is answered without the thread pool."""
         self._check_closed()
-        if not self._debug:     # debug mode logs every lookup: asyncio's path
+        # Debug mode logs every lookup, and flags that are not an int are
+        # converted by the socket module: asyncio's path for both.
+        if not self._debug and isinstance(flags, int):
+            self._check_default_executor()   # asyncio's run_in_executor() checks
             try:
-                return socket.getaddrinfo(host, port, family, type, proto,
-                                          flags | socket.AI_NUMERICHOST)
+                result = socket.getaddrinfo(host, port, family, type, proto,
+                                            flags | socket.AI_NUMERICHOST)
             except (OSError, UnicodeError):
                 pass            # a name to resolve (or an error asyncio reports)
+            else:
+                # asyncio's answer comes from another thread, at the earliest
+                # in the next iteration: other callbacks run first, and the
+                # caller may be cancelled meanwhile.
+                await asyncio.sleep(0)
+                return result
         return await super().getaddrinfo(host, port, family=family, type=type,
                                          proto=proto, flags=flags)
 

@@ -1,6 +1,8 @@
 """getaddrinfo/getnameinfo agree with asyncio; IP literals skip the pool."""
 import asyncio
+import gc
 import socket
+import sys
 
 import pytest
 
@@ -66,3 +68,69 @@ def test_create_connection_to_literal_and_name(loop):
         await server.wait_closed()
 
     loop.run_until_complete(main())
+
+
+class _Index:
+    def __index__(self):
+        return 0
+
+
+def test_getaddrinfo_takes_flags_as_the_socket_module_does(loop):
+    expected = socket.getaddrinfo("127.0.0.1", 80)
+    assert loop.run_until_complete(loop.getaddrinfo("127.0.0.1", 80, flags=_Index())) == expected
+    with pytest.raises(TypeError, match="cannot be interpreted as an integer"):
+        loop.run_until_complete(loop.getaddrinfo("127.0.0.1", 80, flags=None))
+
+
+def test_getaddrinfo_after_the_default_executor_shut_down(loop):
+    loop.run_until_complete(loop.shutdown_default_executor())
+    with pytest.raises(RuntimeError, match="Executor shutdown has been called"):
+        loop.run_until_complete(loop.getaddrinfo("127.0.0.1", 80))
+
+
+def test_getaddrinfo_of_a_literal_lets_other_callbacks_run_first(loop):
+    # asyncio's answer comes from a thread, so what is already scheduled runs
+    # before it, and a cancellation meanwhile cancels the lookup.
+    order = []
+
+    async def lookup():
+        await loop.getaddrinfo("127.0.0.1", 80)
+        order.append("getaddrinfo")
+
+    async def main():
+        loop.call_soon(order.append, "other")
+        await lookup()
+        task = asyncio.ensure_future(lookup())
+        await asyncio.sleep(0)               # its first step: inside getaddrinfo
+        task.cancel()
+        try:
+            await task
+        except asyncio.CancelledError:
+            return "cancelled"
+        return "finished"
+
+    assert loop.run_until_complete(main()) == "cancelled"
+    assert order == ["other", "getaddrinfo"]
+
+
+@pytest.mark.parametrize("how", ["create_connection", "connect_accepted_socket"])
+def test_connections_on_a_closed_loop_raise(loop, is_fastloop, how):
+    # (create_datagram_endpoint raises too, but asyncio's leaves the socket
+    # it made to the garbage collector.)
+    loop.close()
+    a, b = socket.socketpair()
+    try:
+        coro = getattr(loop, how)(asyncio.Protocol, sock=a)
+        with pytest.raises(RuntimeError, match="Event loop is closed"):
+            coro.send(None)
+        coro.close()
+    finally:
+        a.close()
+        b.close()
+        if not is_fastloop:
+            # asyncio's transport failed half-made; its finalizer complains.
+            hook, sys.unraisablehook = sys.unraisablehook, lambda unraisable: None
+            try:
+                gc.collect()
+            finally:
+                sys.unraisablehook = hook
