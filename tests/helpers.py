@@ -1,6 +1,8 @@
 """Small helpers shared by the network and platform test modules."""
 import asyncio
+import gc
 import socket
+import sys
 
 WAIT = 10.0     # generous bound for anything that should happen at once
 
@@ -8,6 +10,16 @@ WAIT = 10.0     # generous bound for anything that should happen at once
 def run(loop, coro, timeout=WAIT):
     """Run coro on loop, failing instead of hanging past `timeout`."""
     return loop.run_until_complete(asyncio.wait_for(coro, timeout))
+
+
+def collect_quietly():
+    """gc.collect() with the unraisable hook muted: for what asyncio leaves
+    half-made to the garbage collector, whose finalizers complain."""
+    hook, sys.unraisablehook = sys.unraisablehook, lambda unraisable: None
+    try:
+        gc.collect()
+    finally:
+        sys.unraisablehook = hook
 
 
 async def spin(n):

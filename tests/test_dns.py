@@ -1,10 +1,10 @@
 """getaddrinfo/getnameinfo agree with asyncio; IP literals skip the pool."""
 import asyncio
-import gc
 import socket
-import sys
 
 import pytest
+
+from helpers import collect_quietly
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -128,9 +128,4 @@ def test_connections_on_a_closed_loop_raise(loop, is_fastloop, how):
         a.close()
         b.close()
         if not is_fastloop:
-            # asyncio's transport failed half-made; its finalizer complains.
-            hook, sys.unraisablehook = sys.unraisablehook, lambda unraisable: None
-            try:
-                gc.collect()
-            finally:
-                sys.unraisablehook = hook
+            collect_quietly()                # asyncio's transport, failed half-made
