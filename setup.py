@@ -20,6 +20,9 @@ def extensions():
     cflags = ["-O2"] if not DEBUG else ["-O0", "-g"]
     if sys.platform != "win32":
         cflags.append("-fno-strict-aliasing")
+        # GCC 14+ (the wheel builders' compilers) refuse these; make older
+        # compilers refuse them too, so a local build catches what they would.
+        cflags.append("-Werror=incompatible-pointer-types")
     directives = {
         "language_level": 3,
         "boundscheck": False,

@@ -250,4 +250,21 @@ static inline PyObject *fl_call_one(PyObject *f, PyObject *arg) {
     return PyObject_Vectorcall(f, args + 1, 1 | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
 }
 
+/* Whether weak reference ref still refers to obj. PyWeakref_GetObject() and
+ * its macro are deprecated from 3.13 (and gone in 3.15): there, borrow the
+ * referent through PyWeakref_GetRef(); only its address is compared. */
+static inline int fl_weakref_is(PyObject *ref, PyObject *obj) {
+#if PY_VERSION_HEX >= 0x030D0000
+    PyObject *target;
+    if (PyWeakref_GetRef(ref, &target) <= 0) {
+        PyErr_Clear();   /* not a weak reference: cannot happen here */
+        return 0;
+    }
+    Py_DECREF(target);
+    return target == obj;
+#else
+    return PyWeakref_GET_OBJECT(ref) == obj;
+#endif
+}
+
 #endif

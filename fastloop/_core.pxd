@@ -85,6 +85,8 @@ cdef class LoopCore(LoopBase):
     cdef bint has_left_interest(self, int fd, int kind, object owner) except -1
     cdef object io_handle_of(self, int fd, int kind)
     cdef object new_future(self)
+    # create_task(coro, name=, context=) without extra keyword arguments
+    cdef object create_task_plain(self, object coro, object name, object context)
     cdef int run_once(self) except -1
 
     # internal steps

@@ -14,7 +14,7 @@ and running that many; here I/O is dispatched straight from the poll result.
 """
 from cpython.object cimport PyObject, PyTypeObject, PyObject_Call
 from cpython.ref cimport Py_INCREF, Py_DECREF, Py_XDECREF, Py_CLEAR
-from cpython.weakref cimport PyWeakref_GetObject, PyWeakref_NewRef
+from cpython.weakref cimport PyWeakref_NewRef
 from cpython.tuple cimport PyTuple_GET_SIZE
 from libc.stdlib cimport malloc, realloc, free
 from libc.string cimport memset
@@ -66,6 +66,7 @@ cdef extern from "_compat.h" nogil:
     int FL_HAVE_EVENTFD
     int eventfd(unsigned int initval, int flags)
     double fl_monotonic()
+    bint fl_weakref_is(object ref, object obj)
     enum:
         EFD_CLOEXEC
         EFD_NONBLOCK
@@ -504,7 +505,7 @@ cdef class LoopCore(LoopBase):
             return False
         entry = &self.fds[fd]
         return (entry.events == 0 and entry.kernel & kind and entry.owner != NULL
-                and PyWeakref_GetObject(<object>entry.owner) == <PyObject*>owner)
+                and fl_weakref_is(<object>entry.owner, owner))
 
     cdef int release_io_handle(self, int fd, int kind, object owner) except -1:
         cdef FdEntry* entry
@@ -514,7 +515,7 @@ cdef class LoopCore(LoopBase):
         self.drop_interest(fd, entry, kind)
         if entry.events == 0 and entry.kernel != 0 and (
                 entry.owner == NULL
-                or PyWeakref_GetObject(<object>entry.owner) != <PyObject*>owner):
+                or not fl_weakref_is(<object>entry.owner, owner)):
             # Remember whose interest stays registered.
             Py_CLEAR(entry.owner)
             ref = PyWeakref_NewRef(owner, None)
@@ -804,8 +805,20 @@ cdef class LoopCore(LoopBase):
         return PyObject_Vectorcall(_Future, args, 0, _KW_LOOP)
 
     def _create_task(self, coro, *, name=None, context=None):
-        """create_task() for Python 3.11-3.13: the plain case (no task
+        """create_task() for Python 3.11 and 3.12: the plain case (no task
         factory, no debug mode) in C, everything else in asyncio's own code."""
+        return self.create_task_plain(coro, name, context)
+
+    def _create_task_kw(self, coro, *, name=None, context=None, **kwargs):
+        """create_task() for Python 3.13, whose 3.13.3+ takes other keyword
+        arguments for the task factory or Task (and 3.13.0-3.13.2 refuses
+        them): those go to asyncio's code. (Cython makes the **kwargs dict on
+        every call, which is why 3.11/3.12 keep the method without it.)"""
+        if kwargs:
+            return _base_create_task(self, coro, name=name, context=context, **kwargs)
+        return self.create_task_plain(coro, name, context)
+
+    cdef object create_task_plain(self, object coro, object name, object context):
         cdef PyObject* args[4]
         if self._task_factory is not None or self._debug or self.closed:
             return _base_create_task(self, coro, name=name, context=context)

@@ -37,6 +37,10 @@ cdef object _weakset_discard = original(_WeakSet, "discard", "_weakrefset")
 cdef object _weakset_len = original(_WeakSet, "__len__", "_weakrefset")
 cdef bint _WEAKSET_KNOWN = (_weakset_add is not None and _weakset_discard is not None
                             and _weakset_len is not None)
+# Up to 3.13 a WeakSet defers the removals of dead references while it is
+# being iterated (its _pending_removals); 3.14's iterates over a copy and
+# has no such list.
+cdef bint _WEAKSET_DEFERS = hasattr(_WeakSet(), "_pending_removals")
 
 
 cdef int server_attach(object server, object transport) except -1:
@@ -106,7 +110,7 @@ cdef bint client_added(server, transport) except -1:
     if type(data) is not set:
         return False
     # WeakSet.add():
-    if clients._pending_removals:
+    if _WEAKSET_DEFERS and clients._pending_removals:
         clients._commit_removals()
     data.add(PyWeakref_NewRef(transport, clients._remove))
     return True
@@ -121,10 +125,11 @@ cdef bint client_dropped(server, transport) except -1:
     if type(data) is not set:
         return False
     # WeakSet.discard():
-    if clients._pending_removals:
+    if _WEAKSET_DEFERS and clients._pending_removals:
         clients._commit_removals()
     data.discard(PyWeakref_NewRef(transport, None))
     # len(server._clients) == 0, as WeakSet.__len__() counts:
-    if len(data) - len(clients._pending_removals) == 0 and server._sockets is None:
+    if (len(data) - (len(clients._pending_removals) if _WEAKSET_DEFERS else 0) == 0
+            and server._sockets is None):
         server._wakeup()
     return True

@@ -14,6 +14,7 @@ from cpython.list cimport PyList_GET_SIZE, PyList_GET_ITEM
 from cpython.bytes cimport PyBytes_FromStringAndSize, PyBytes_AS_STRING, PyBytes_GET_SIZE
 from cpython.buffer cimport PyObject_GetBuffer, PyBuffer_Release, PyBUF_SIMPLE, PyBUF_WRITABLE
 from cpython.contextvars cimport PyContext_CopyCurrent
+from cpython.type cimport PyType_Modified
 from cpython.weakref cimport PyWeakref_NewRef
 from libc.errno cimport errno, EINTR, ECONNABORTED, ECONNRESET
 from libc.stdlib cimport realloc, free
@@ -124,7 +125,6 @@ cdef Py_ssize_t _LOG_THRESHOLD_FOR_CONNLOST_WRITES = _constants.LOG_THRESHOLD_FO
 cdef extern from "Python.h":
     ctypedef struct MroSlot "PyTypeObject":
         PyObject* tp_mro
-    void PyType_Modified(object type)
 
 
 cdef enum:

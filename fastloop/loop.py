@@ -117,10 +117,12 @@ class Loop(LoopCore, asyncio.SelectorEventLoop):
             self._default_executor = None
             executor.shutdown(wait=False)
 
-    if (3, 11) <= sys.version_info < (3, 14):
-        # Same signature and semantics as the stdlib's on these versions,
-        # with the plain case in C.
+    # Same signature and semantics as the stdlib's on these versions, with
+    # the plain case in C.
+    if (3, 11) <= sys.version_info < (3, 13):
         create_task = LoopCore._create_task
+    elif sys.version_info[:2] == (3, 13):
+        create_task = LoopCore._create_task_kw
 
     def _make_socket_transport(self, sock, protocol, waiter=None, *,
                                extra=None, server=None):

@@ -1,6 +1,7 @@
 """getaddrinfo/getnameinfo agree with asyncio; IP literals skip the pool."""
 import asyncio
 import socket
+import sys
 
 import pytest
 
@@ -88,9 +89,13 @@ def test_getaddrinfo_after_the_default_executor_shut_down(loop):
         loop.run_until_complete(loop.getaddrinfo("127.0.0.1", 80))
 
 
-def test_getaddrinfo_of_a_literal_lets_other_callbacks_run_first(loop):
+def test_getaddrinfo_of_a_literal_lets_other_callbacks_run_first(loop, is_fastloop):
     # asyncio's answer comes from a thread, so what is already scheduled runs
-    # before it, and a cancellation meanwhile cancels the lookup.
+    # before it, and a cancellation meanwhile cancels the lookup. (From 3.14
+    # asyncio takes a thread's result at once when the thread has finished
+    # before the loop waits for it, so there either outcome can happen;
+    # fastloop's is the first, always.)
+    racy = not is_fastloop and sys.version_info >= (3, 14)
     order = []
 
     async def lookup():
@@ -109,7 +114,12 @@ def test_getaddrinfo_of_a_literal_lets_other_callbacks_run_first(loop):
             return "cancelled"
         return "finished"
 
-    assert loop.run_until_complete(main()) == "cancelled"
+    outcome = loop.run_until_complete(main())
+    if racy:
+        assert outcome in ("cancelled", "finished")
+        assert set(order) == {"getaddrinfo", "other"}
+        return
+    assert outcome == "cancelled"
     assert order == ["other", "getaddrinfo"]
 
 

@@ -649,6 +649,43 @@ def test_task_factory_receives_context(loop):
     assert received == [ctx]
 
 
+def _create_task_outcome(lp, with_factory, **kwargs):
+    """What lp.create_task(coro, **kwargs) does: the keyword arguments a task
+    factory saw (or "task" without one), else the exception's type."""
+    seen = []
+
+    def factory(lp, coro, **kw):
+        seen.append(sorted(kw))
+        return asyncio.Task(coro, loop=lp)
+
+    if with_factory:
+        lp.set_task_factory(factory)
+
+    async def main():
+        return None
+    coro = main()
+    try:
+        task = lp.create_task(coro, **kwargs)
+    except TypeError:
+        coro.close()
+        return TypeError
+    lp.run_until_complete(task)
+    return seen[0] if with_factory else "task"
+
+
+@pytest.mark.parametrize("with_factory", [False, True])
+@pytest.mark.parametrize("kwargs", [{}, {"name": "n"}, {"extra": 1}, {"extra": 1, "name": "n"}])
+def test_create_task_extra_keyword_arguments_as_asyncio(loop, with_factory, kwargs):
+    # 3.13.3+ passes keyword arguments it does not know on to the task
+    # factory (or Task, which refuses them); earlier versions refuse them.
+    reference = asyncio.new_event_loop()
+    try:
+        expected = _create_task_outcome(reference, with_factory, **kwargs)
+    finally:
+        reference.close()
+    assert _create_task_outcome(loop, with_factory, **kwargs) == expected
+
+
 def test_set_task_factory_rejects_non_callable(loop):
     with pytest.raises(TypeError, match="task factory must be a callable or None"):
         loop.set_task_factory(42)
