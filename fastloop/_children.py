@@ -9,8 +9,9 @@ thread) or a thread per child. fastloop watches its own children instead:
   readable when the process exits; the loop polls it like any socket, and
   reaps the child with waitpid(WNOHANG) when it does. No signal, no thread.
 - ThreadWatcher (elsewhere, or where pidfd_open is refused): one daemon thread
-  per child blocks in waitpid() and hands the status to the loop with
-  call_soon_threadsafe(), as asyncio's ThreadedChildWatcher does.
+  per child waits for its exit (waitid() without reaping, where it exists)
+  and tells the loop with call_soon_threadsafe(), which reaps it, as
+  asyncio's ThreadedChildWatcher does.
 
 Both have the interface a kqueue watcher (EVFILT_PROC/NOTE_EXIT) would have:
 watch(pid, callback) calls callback(returncode) on the loop's thread once;
@@ -89,16 +90,48 @@ class ThreadWatcher:
         thread.start()
 
     def _wait(self, pid, callback):
-        returncode = _reap(pid, 0)
+        # Where waitid() exists the thread only waits for the exit; the child
+        # stays a zombie, its PID reserved, until the loop's thread reaps it
+        # and reports the exit in one step. Reaping here would let a
+        # send_signal() in between reach a recycled PID (asyncio's threaded
+        # watcher waits the same way from 3.14 on).
+        reap_on_loop = hasattr(os, "waitid")
+        if reap_on_loop:
+            _wait_for_exit(pid)
+            returncode = None
+        else:
+            returncode = _reap(pid, 0)
         loop = self._loop
-        if not loop.is_closed():
-            try:
+        try:
+            if reap_on_loop:
+                loop.call_soon_threadsafe(self._finish, pid, callback)
+            else:
                 loop.call_soon_threadsafe(callback, returncode)
-            except RuntimeError:    # closed meanwhile
-                pass
+        except RuntimeError:        # the loop is closed
+            if reap_on_loop:
+                _reap(pid, 0)       # no zombie left behind
+
+    @staticmethod
+    def _finish(pid, callback):
+        callback(_reap(pid, 0))     # a zombie by now: this cannot block
 
     def close(self):
         pass                        # the threads end with their children
+
+
+def _wait_for_exit(pid):
+    """Block until child pid has exited, without reaping it."""
+    while True:
+        try:
+            info = os.waitid(os.P_PID, pid, os.WEXITED | os.WNOWAIT)
+        except ChildProcessError:   # reaped elsewhere: _reap() reports it
+            return
+        if info is not None and info.si_code == os.CLD_STOPPED:
+            # macOS reports a stopped child to WEXITED: consume the stop
+            # and wait on for the exit.
+            os.waitid(os.P_PID, pid, os.WSTOPPED | os.WNOHANG)
+            continue
+        return
 
 
 def new_watcher(loop):

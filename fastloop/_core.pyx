@@ -24,7 +24,7 @@ from libc.errno cimport errno
 from posix.unistd cimport read, write, close as close_fd, pipe
 from posix.fcntl cimport fcntl, F_GETFL, F_SETFL, F_SETFD, FD_CLOEXEC, O_NONBLOCK
 
-from fastloop._handles cimport (LoopBase, Handle, TimerHandle, new_handle,
+from fastloop._handles cimport (LoopBase, Handle, TimerHandle, new_handle, new_threadsafe_handle,
                                 new_timer, check_callback, traverse_handle, visitproc)
 from fastloop._poller cimport new_poller, READABLE, WRITABLE, TAG_ANY
 
@@ -82,6 +82,9 @@ cdef object _format_handle = _base_events._format_handle
 cdef object _base_create_task = _base_events.BaseEventLoop.create_task
 cdef tuple _KW_LOOP = ("loop",)
 cdef bint _RUNNING_LOOP_LOOKUP_IS_CHEAP = sys.version_info >= (3, 12)
+# asyncio's call_soon_threadsafe() returns a handle whose cancel() waits for a
+# running callback from 3.14 on (ThreadSafeHandle).
+cdef bint _THREADSAFE_HANDLES = sys.version_info >= (3, 14)
 cdef tuple _KW_LOOP_NAME_CONTEXT = ("loop", "name", "context")
 cdef object _get_asyncgen_hooks = sys.get_asyncgen_hooks
 cdef object _set_asyncgen_hooks = sys.set_asyncgen_hooks
@@ -1104,7 +1107,11 @@ cdef object _call_soon_threadsafe(object loop, object callback, object args, obj
     else:
         check_callback(callback, 'call_soon_threadsafe')
     # The GIL makes the push atomic for the loop's thread.
-    cdef Handle handle = new_handle(callback, <tuple>args, self, context)
+    cdef Handle handle
+    if _THREADSAFE_HANDLES:
+        handle = new_threadsafe_handle(callback, <tuple>args, self, context)
+    else:
+        handle = new_handle(callback, <tuple>args, self, context)
     self.push_ready(handle)
     adopt(handle)
     self.wake()

@@ -57,6 +57,12 @@ cdef class Handle:
     cdef _unshare_context(self)
 
 
+cdef class ThreadSafeHandle(Handle):
+    cdef unsigned long runner           # the thread running the callback, 0 when none
+    cdef list waiters                   # locks of the threads waiting for it to return
+    cdef int wait_for_callback(self) except -1
+
+
 cdef class TimerHandle(Handle):
     cdef double deadline             # loop.time() value at which it is due
     cdef public bint _scheduled         # True while the handle sits in a loop's timer heap
@@ -66,6 +72,8 @@ cdef class TimerHandle(Handle):
 # context is given they use the loop's shared copy of the current context
 # (shared_context), or a copy of their own (own_context).
 cdef Handle new_handle(object callback, tuple args, LoopBase loop, object context)
+# The same for call_soon_threadsafe() from Python 3.14 on.
+cdef Handle new_threadsafe_handle(object callback, tuple args, LoopBase loop, object context)
 # new_handle()'s filling of a new instance of a Handle subclass.
 cdef int fill_handle(Handle handle, object callback, tuple args, LoopBase loop,
                      object context) except -1

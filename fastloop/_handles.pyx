@@ -8,7 +8,9 @@ new_timer(), which skip argument parsing and come from a free list.
 """
 cimport cython
 from cpython.object cimport PyObject
+from cpython.pythread cimport PyThread_get_thread_ident
 
+import _thread
 import inspect
 import sys
 from asyncio import format_helpers
@@ -231,6 +233,48 @@ cdef class Handle:
         return '<{}>'.format(' '.join(self._repr_info()))
 
 
+cdef class ThreadSafeHandle(Handle):
+    """call_soon_threadsafe()'s handle from Python 3.14 on, as asyncio's
+    _ThreadSafeHandle behaves: cancel() or cancelled() from another thread
+    while the callback runs waits until it has returned. (A cancel() before
+    it starts stops it, as for any handle: the loop checks and calls with
+    the GIL held throughout. asyncio guards its handle with an RLock; here
+    a thread that must wait parks on a lock of its own, and the callback's
+    own thread never waits.)"""
+
+    def cancel(self):
+        self.wait_for_callback()
+        self.cancel_now()
+
+    def cancelled(self):
+        self.wait_for_callback()
+        return self._cancelled
+
+    cdef int run(self) except -1:
+        cdef int r
+        self.runner = PyThread_get_thread_ident()
+        try:
+            r = Handle.run(self)
+        finally:
+            self.runner = 0
+            waiters, self.waiters = self.waiters, None
+            if waiters is not None:
+                for lock in waiters:
+                    lock.release()
+        return r
+
+    cdef int wait_for_callback(self) except -1:
+        if self.runner == 0 or self.runner == PyThread_get_thread_ident():
+            return 0
+        lock = _thread.allocate_lock()
+        lock.acquire()
+        if self.waiters is None:
+            self.waiters = []
+        self.waiters.append(lock)
+        lock.acquire()          # released by run(); waits without the GIL
+        return 0
+
+
 cdef class TimerHandle(Handle):
     """Object returned by timed callback registration methods."""
 
@@ -360,6 +404,12 @@ cdef Handle new_handle(object callback, tuple args, LoopBase loop, object contex
     return handle
 
 
+cdef Handle new_threadsafe_handle(object callback, tuple args, LoopBase loop, object context):
+    cdef Handle handle = ThreadSafeHandle.__new__(ThreadSafeHandle)
+    _fill(handle, callback, args, loop, context)
+    return handle
+
+
 cdef int fill_handle(Handle handle, object callback, tuple args, LoopBase loop,
                      object context) except -1:
     _fill(handle, callback, args, loop, context)
@@ -400,3 +450,4 @@ cdef int traverse_handle(PyObject* obj, visitproc visit, void* arg) noexcept:
 
 (<TypeSlots*>Handle).tp_traverse = traverse_handle
 (<TypeSlots*>TimerHandle).tp_traverse = traverse_handle
+(<TypeSlots*>ThreadSafeHandle).tp_traverse = traverse_handle

@@ -970,6 +970,50 @@ def test_closing_the_loop_while_a_child_runs_releases_its_watch(loop, is_fastloo
 
 
 @pytest.mark.timeout(60)
+@pytest.mark.skipif(not hasattr(os, "waitid"), reason="needs os.waitid()")
+def test_threaded_child_watcher_leaves_the_pid_reserved_until_the_loop_reaps(
+        loop, is_fastloop, monkeypatch):
+    # Without pidfds a thread waits for the child. It must not reap it: until
+    # the loop's thread reports the exit, the PID stays a zombie's, so
+    # signalling it cannot reach a recycled PID. (asyncio waits this way from
+    # 3.14; before, its thread reaped the child at once.)
+    if is_fastloop:
+        import fastloop._children
+        monkeypatch.setattr(fastloop._children.PidfdWatcher, "available",
+                            staticmethod(lambda: False))
+    else:
+        if sys.version_info < (3, 14):
+            pytest.skip("asyncio's threaded watcher reaps in its thread before 3.14")
+        from asyncio import unix_events
+        monkeypatch.setattr(unix_events, "can_use_pidfd", lambda: False)
+        loop = asyncio.new_event_loop()     # made after the patch, as in CPython's test
+
+    def watcher_thread(pid):
+        for thread in threading.enumerate():
+            if thread.name == f"fastloop-waitpid-{pid}" or (
+                    not is_fastloop and thread is loop._watcher._threads.get(pid)):
+                return thread
+        raise AssertionError("no watcher thread")
+
+    async def main():
+        proc = await asyncio.create_subprocess_exec(PY, "-c", "import time; time.sleep(30)")
+        thread = watcher_thread(proc.pid)
+        proc.kill()
+        thread.join(30)                      # it has seen the exit...
+        assert not thread.is_alive()
+        assert proc.returncode is None       # ...which the loop has not reported
+        # still a zombie: waitid() raises ChildProcessError once it is reaped
+        os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOWAIT | os.WNOHANG)
+        return await proc.wait()
+
+    try:
+        assert run(loop, main(), 30) == -signal.SIGKILL
+    finally:
+        if not is_fastloop:
+            loop.close()
+
+
+@pytest.mark.timeout(60)
 def test_subprocess_start_new_session(loop):
     code = "import os; print(os.getpid(), os.getsid(0), os.getpgid(0))"
 

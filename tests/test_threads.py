@@ -248,6 +248,69 @@ def test_threadsafe_returns_handle_that_can_be_cancelled(loop):
     assert ran == []
 
 
+# From 3.14, asyncio's call_soon_threadsafe() handle serializes cancel() and
+# cancelled() from another thread with a running callback: they wait for it
+# to return. Before, they return at once.
+CANCEL_WAITS_FOR_CALLBACK = sys.version_info >= (3, 14)
+
+
+@pytest.mark.timeout(30)
+def test_threadsafe_handle_cancel_from_another_thread_while_it_runs(loop):
+    started, release, finished = threading.Event(), threading.Event(), threading.Event()
+    seen = {}
+
+    def callback():
+        started.set()
+        if CANCEL_WAITS_FOR_CALLBACK:
+            time.sleep(0.2)          # cancel() arrives meanwhile and must wait
+        else:
+            release.wait(WAIT)       # cancel() returns while this waits
+        finished.set()
+
+    def other_thread():
+        handle = loop.call_soon_threadsafe(callback)
+        started.wait(WAIT)
+        handle.cancel()
+        seen["finished when cancel returned"] = finished.is_set()
+        seen["cancelled"] = handle.cancelled()
+        release.set()
+        loop.call_soon_threadsafe(loop.stop)
+
+    thread = _start(other_thread)
+    loop.run_forever()
+    thread.join(WAIT)
+    assert seen == {"finished when cancel returned": CANCEL_WAITS_FOR_CALLBACK,
+                    "cancelled": True}
+
+
+@pytest.mark.timeout(30)
+def test_threadsafe_handle_cancelled_from_another_thread_before_it_runs(loop):
+    ran = []
+
+    def other_thread():
+        handle = loop.call_soon_threadsafe(ran.append, "ran")
+        handle.cancel()
+        loop.call_soon_threadsafe(loop.stop)
+
+    _start(other_thread).join(WAIT)
+    loop.run_forever()
+    assert ran == []
+
+
+@pytest.mark.timeout(30)
+def test_threadsafe_handle_cancelling_itself_does_not_wait(loop):
+    box = {}
+
+    def callback():
+        box["handle"].cancel()
+        box["cancelled inside"] = box["handle"].cancelled()
+        loop.stop()
+
+    box["handle"] = loop.call_soon_threadsafe(callback)
+    loop.run_forever()
+    assert box["cancelled inside"] is True
+
+
 def test_threadsafe_on_closed_loop(loop):
     loop.close()
     with pytest.raises(RuntimeError, match="^Event loop is closed$"):
