@@ -83,6 +83,10 @@ class PidfdWatcher:
 class ThreadWatcher:
     def __init__(self, loop):
         self._loop = loop
+        # Children that have exited and wait, unreaped, for the loop to reap
+        # them; whoever takes a pid out (_claim) reaps it.
+        self._unreaped = set()
+        self._lock = threading.Lock()
 
     def watch(self, pid, callback):
         thread = threading.Thread(target=self._wait, args=(pid, callback),
@@ -95,28 +99,39 @@ class ThreadWatcher:
         # and reports the exit in one step. Reaping here would let a
         # send_signal() in between reach a recycled PID (asyncio's threaded
         # watcher waits the same way from 3.14 on).
-        reap_on_loop = hasattr(os, "waitid")
-        if reap_on_loop:
-            _wait_for_exit(pid)
-            returncode = None
-        else:
+        if not hasattr(os, "waitid"):
             returncode = _reap(pid, 0)
-        loop = self._loop
+            try:
+                self._loop.call_soon_threadsafe(callback, returncode)
+            except RuntimeError:    # the loop is closed
+                pass
+            return
+        _wait_for_exit(pid)
+        with self._lock:
+            self._unreaped.add(pid)
         try:
-            if reap_on_loop:
-                loop.call_soon_threadsafe(self._finish, pid, callback)
-            else:
-                loop.call_soon_threadsafe(callback, returncode)
-        except RuntimeError:        # the loop is closed
-            if reap_on_loop:
-                _reap(pid, 0)       # no zombie left behind
+            self._loop.call_soon_threadsafe(self._finish, pid, callback)
+        except RuntimeError:        # the loop is closed: leave no zombie
+            if self._claim(pid):
+                _reap(pid, 0)
 
-    @staticmethod
-    def _finish(pid, callback):
-        callback(_reap(pid, 0))     # a zombie by now: this cannot block
+    def _claim(self, pid):
+        with self._lock:
+            if pid not in self._unreaped:
+                return False
+            self._unreaped.remove(pid)
+            return True
+
+    def _finish(self, pid, callback):
+        if self._claim(pid):
+            callback(_reap(pid, 0))     # a zombie by now: this cannot block
 
     def close(self):
-        pass                        # the threads end with their children
+        # The threads end with their children; the exits the loop will not
+        # run _finish() for any more are reaped here.
+        for pid in list(self._unreaped):
+            if self._claim(pid):
+                _reap(pid, 0)
 
 
 def _wait_for_exit(pid):

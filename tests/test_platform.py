@@ -1014,6 +1014,33 @@ def test_threaded_child_watcher_leaves_the_pid_reserved_until_the_loop_reaps(
 
 
 @pytest.mark.timeout(60)
+@pytest.mark.skipif(not hasattr(os, "waitid"), reason="needs os.waitid()")
+def test_threaded_child_watcher_reaps_what_a_closed_loop_never_reaped(
+        loop, is_fastloop, monkeypatch):
+    # fastloop's own: a child whose exit the watcher thread saw, but whose
+    # reaping was still queued on the loop when it closed, is no zombie.
+    if not is_fastloop:
+        pytest.skip("fastloop's own child watcher")
+    import fastloop._children
+    monkeypatch.setattr(fastloop._children.PidfdWatcher, "available",
+                        staticmethod(lambda: False))
+
+    async def main():
+        return await asyncio.create_subprocess_exec(PY, "-c", "import time; time.sleep(30)")
+
+    proc = run(loop, main(), 30)
+    thread = next(t for t in threading.enumerate() if t.name == f"fastloop-waitpid-{proc.pid}")
+    proc._transport.close()              # kills the child, as asyncio does
+    thread.join(30)
+    assert not thread.is_alive()
+    popen = proc._transport._proc
+    loop.close()
+    with pytest.raises(ChildProcessError):
+        os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOWAIT | os.WNOHANG)
+    popen.wait(10)      # (it finds the child gone: no "still running" warning)
+
+
+@pytest.mark.timeout(60)
 def test_subprocess_start_new_session(loop):
     code = "import os; print(os.getpid(), os.getsid(0), os.getpgid(0))"
 
