@@ -6,6 +6,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import warnings
 
 import pytest
 
@@ -16,11 +17,22 @@ pytestmark = pytest.mark.timeout(60)
 FASTLOOP_PATH = os.path.dirname(os.path.dirname(os.path.abspath(fastloop.__file__)))
 
 
+POLICIES_DEPRECATED = sys.version_info >= (3, 14)
+
+
+def _quietly(function, *args):
+    """Call a policy function of asyncio's (deprecated from 3.14) without its
+    DeprecationWarning."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return function(*args)
+
+
 @pytest.fixture
 def restore_policy():
-    saved = asyncio.get_event_loop_policy()
+    saved = _quietly(asyncio.get_event_loop_policy)
     yield
-    asyncio.set_event_loop_policy(saved)
+    _quietly(asyncio.set_event_loop_policy, saved)
 
 
 def test_version_and_exports():
@@ -45,8 +57,16 @@ def test_unknown_poller_is_a_value_error():
 
 
 def test_install_sets_the_policy(restore_policy):
-    fastloop.install()
-    assert isinstance(asyncio.get_event_loop_policy(), fastloop.EventLoopPolicy)
+    # From 3.14 it warns, as asyncio.set_event_loop_policy() does.
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        fastloop.install()
+    deprecations = [w for w in caught if issubclass(w.category, DeprecationWarning)]
+    assert len(deprecations) == (1 if POLICIES_DEPRECATED else 0)
+    if deprecations:
+        assert "fastloop.run(main())" in str(deprecations[0].message)
+        assert deprecations[0].filename == __file__      # the caller's line
+    assert isinstance(_quietly(asyncio.get_event_loop_policy), fastloop.EventLoopPolicy)
     loop = asyncio.new_event_loop()
     try:
         assert isinstance(loop, fastloop.Loop)
