@@ -821,9 +821,20 @@ cdef class LoopCore(LoopBase):
             return _base_create_task(self, coro, name=name, context=context, **kwargs)
         return self.create_task_plain(coro, name, context)
 
+    def _create_task_314(self, coro, **kwargs):
+        """create_task() for Python 3.14, which hands its keyword arguments,
+        as given, to the task factory or Task."""
+        if kwargs:
+            return _base_create_task(self, coro, **kwargs)
+        return self.create_task_plain(coro, None, None)
+
     cdef object create_task_plain(self, object coro, object name, object context):
         cdef PyObject* args[4]
         if self._task_factory is not None or self._debug or self.closed:
+            if name is None and context is None:
+                # (3.14's passes only the arguments it was given to a task
+                # factory; before, these two mean the same given or not.)
+                return _base_create_task(self, coro)
             return _base_create_task(self, coro, name=name, context=context)
         if name is None and context is None:
             if self.is_current():

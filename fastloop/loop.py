@@ -123,6 +123,8 @@ class Loop(LoopCore, asyncio.SelectorEventLoop):
         create_task = LoopCore._create_task
     elif sys.version_info[:2] == (3, 13):
         create_task = LoopCore._create_task_kw
+    elif sys.version_info[:2] == (3, 14):
+        create_task = LoopCore._create_task_314
 
     def _make_socket_transport(self, sock, protocol, waiter=None, *,
                                extra=None, server=None):

@@ -674,10 +674,13 @@ def _create_task_outcome(lp, with_factory, **kwargs):
 
 
 @pytest.mark.parametrize("with_factory", [False, True])
-@pytest.mark.parametrize("kwargs", [{}, {"name": "n"}, {"extra": 1}, {"extra": 1, "name": "n"}])
+@pytest.mark.parametrize("kwargs", [{}, {"name": "n"}, {"name": None}, {"context": None},
+                                    {"extra": 1}, {"extra": 1, "name": "n"},
+                                    {"eager_start": False}])
 def test_create_task_extra_keyword_arguments_as_asyncio(loop, with_factory, kwargs):
     # 3.13.3+ passes keyword arguments it does not know on to the task
     # factory (or Task, which refuses them); earlier versions refuse them.
+    # 3.14 passes on exactly what it was given (name=None included).
     reference = asyncio.new_event_loop()
     try:
         expected = _create_task_outcome(reference, with_factory, **kwargs)
