@@ -788,7 +788,11 @@ async def _reaped(proc):
 
 
 async def _start_sleeper(extra=""):
-    code = (f"import sys, time{extra}\nprint('ready', flush=True)\n"
+    # os.write(), not print(): a signal handler that prints while the main
+    # code is still inside print()'s flush (the parent may have read "ready"
+    # by then) finds sys.stdout busy: a reentrant-call error (exit status 1,
+    # no output), and on 3.14 now and then a child that never exits.
+    code = (f"import os, sys, time{extra}\nos.write(1, b'ready\\n')\n"
             "time.sleep(60)")
     proc = await asyncio.create_subprocess_exec(PY, "-c", code, stdout=asyncio.subprocess.PIPE)
     assert await proc.stdout.readline() == b"ready\n"
@@ -817,7 +821,7 @@ def test_subprocess_signals(loop, how):
 def test_subprocess_child_handles_signal(loop):
     async def main():
         proc = await _start_sleeper(
-            ", signal\nsignal.signal(signal.SIGUSR2, lambda *a: (print('got USR2', flush=True), sys.exit(5)))")
+            ", signal\nsignal.signal(signal.SIGUSR2, lambda *a: (os.write(1, b'got USR2\\n'), sys.exit(5)))")
         async with _reaped(proc):
             proc.send_signal(signal.SIGUSR2)
             try:
