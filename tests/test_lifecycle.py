@@ -1175,3 +1175,45 @@ def test_debug_close_logs(loop, caplog):
     loop.close()
     assert any(r.getMessage().startswith("Close <") for r in caplog.records
                if r.name == "asyncio")
+
+
+def _call_graph_of_a_task_group(lp):
+    """asyncio.print_call_graph() of a task waiting in a TaskGroup, and who
+    awaits its child (capture_call_graph()), with task ids blanked."""
+    import io
+
+    async def leaf(ev):
+        await ev.wait()
+
+    async def mid(ev):
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(leaf(ev), name="leaf")
+
+    async def main():
+        ev = asyncio.Event()
+        task = asyncio.create_task(mid(ev), name="mid")
+        while len(asyncio.all_tasks()) < 3:
+            await asyncio.sleep(0)
+        await asyncio.sleep(0)
+        out = io.StringIO()
+        asyncio.print_call_graph(task, file=out)
+        child = next(t for t in asyncio.all_tasks() if t.get_name() == "leaf")
+        awaited_by = [g.future.get_name() for g in asyncio.capture_call_graph(child).awaited_by]
+        ev.set()
+        await task
+        return re.sub(r"id=0x[0-9a-f]+", "id=?", out.getvalue()), awaited_by
+
+    return lp.run_until_complete(asyncio.wait_for(main(), 10))
+
+
+@pytest.mark.skipif(sys.version_info < (3, 14), reason="call graph introspection is new in 3.14")
+def test_call_graph_introspection_as_asyncio(loop):
+    reference = asyncio.new_event_loop()
+    try:
+        expected = _call_graph_of_a_task_group(reference)
+    finally:
+        reference.close()
+    text, awaited_by = _call_graph_of_a_task_group(loop)
+    assert "Task(name='mid'" in text and "<locals>.mid()" in text
+    assert awaited_by == ["mid"]
+    assert (text, awaited_by) == expected
