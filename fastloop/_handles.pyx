@@ -10,10 +10,12 @@ cimport cython
 from cpython.object cimport PyObject
 from cpython.pythread cimport PyThread_get_thread_ident
 
+from fastloop._originals cimport stand_in_for
+
 import _thread
 import inspect
 import sys
-from asyncio import format_helpers
+from asyncio import events as _events, format_helpers
 
 cdef extern from "Python.h":
     ctypedef struct PyCodeObject:
@@ -250,6 +252,12 @@ cdef class ThreadSafeHandle(Handle):
         self.wait_for_callback()
         return self._cancelled
 
+    @property
+    def _lock(self):
+        # (asyncio's handle keeps its lock here; this one has none to show.
+        # Defined so that _ThreadSafeHandle's slot is never read from it.)
+        return None
+
     cdef int run(self) except -1:
         cdef int r
         self.runner = PyThread_get_thread_ident()
@@ -451,3 +459,13 @@ cdef int traverse_handle(PyObject* obj, visitproc visit, void* arg) noexcept:
 (<TypeSlots*>Handle).tp_traverse = traverse_handle
 (<TypeSlots*>TimerHandle).tp_traverse = traverse_handle
 (<TypeSlots*>ThreadSafeHandle).tp_traverse = traverse_handle
+
+
+# Code checks isinstance(handle, asyncio.Handle) or asyncio.TimerHandle (and
+# 3.14's tests, events._ThreadSafeHandle): the handles stand in for them.
+# Each defines every slot of theirs; subclasses made after this (in the
+# other modules) inherit the classes through Handle.
+stand_in_for(Handle, (_events.Handle,))
+stand_in_for(TimerHandle, (_events.TimerHandle, _events.Handle))
+stand_in_for(ThreadSafeHandle, (getattr(_events, "_ThreadSafeHandle", _events.Handle),)
+             + ((_events.Handle,) if hasattr(_events, "_ThreadSafeHandle") else ()))

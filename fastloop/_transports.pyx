@@ -14,7 +14,6 @@ from cpython.list cimport PyList_GET_SIZE, PyList_GET_ITEM
 from cpython.bytes cimport PyBytes_FromStringAndSize, PyBytes_AS_STRING, PyBytes_GET_SIZE
 from cpython.buffer cimport PyObject_GetBuffer, PyBuffer_Release, PyBUF_SIMPLE, PyBUF_WRITABLE
 from cpython.contextvars cimport PyContext_CopyCurrent
-from cpython.type cimport PyType_Modified
 from cpython.weakref cimport PyWeakref_NewRef
 from libc.errno cimport errno, EINTR, ECONNABORTED, ECONNRESET
 from libc.stdlib cimport realloc, free
@@ -27,7 +26,7 @@ from fastloop._poller cimport READABLE, WRITABLE
 from fastloop._recvbuf cimport READ_SIZE, read_some, received
 from fastloop._streams cimport runs_stream_reader_protocol, feed_stream_reader
 from fastloop._servers cimport server_attach, server_detach
-from fastloop._originals cimport original
+from fastloop._originals cimport original, stand_in_for
 from fastloop._attrs cimport (fl_attr, fl_inline_attrs_on, fl_attr_type_value, method_is,
                              fl_call_method_at)
 from fastloop import _streams as _streams_module
@@ -122,9 +121,6 @@ cdef object _DEFAULT_LOW_WATER = 16 * 1024
 cdef bint _SENDS_EMPTY_DATAGRAMS = sys.version_info >= (3, 13)
 cdef Py_ssize_t _DATAGRAM_OVERHEAD = 8 if sys.version_info >= (3, 13) else 0
 cdef Py_ssize_t _LOG_THRESHOLD_FOR_CONNLOST_WRITES = _constants.LOG_THRESHOLD_FOR_CONNLOST_WRITES
-cdef extern from "Python.h":
-    ctypedef struct MroSlot "PyTypeObject":
-        PyObject* tp_mro
 
 
 cdef enum:
@@ -1846,27 +1842,14 @@ cdef class DatagramTransport(TransportBase):
 # ---------------------------------------------------------------- asyncio.Transport
 
 # Code checks isinstance(transport, asyncio.Transport), and asyncio itself
-# requires a transports._FlowControlMixin for loop.sendfile()'s fallback. A C
-# type cannot inherit from those Python classes (their __slots__ lay out the
-# instance differently), so SocketTransport gets their MRO without their
-# layout: isinstance()/issubclass() and method lookup walk tp_mro. Every slot
-# those classes declare (_extra, _loop, _protocol_paused, _high_water,
-# _low_water) is shadowed above by SocketTransport's own descriptor, so no
-# slot descriptor of theirs is ever applied to a SocketTransport.
+# requires a transports._FlowControlMixin for loop.sendfile()'s fallback:
+# the transports stand in for those classes (_originals.stand_in_for()). Every
+# slot they declare (_extra, _loop, _protocol_paused, _high_water,
+# _low_water) is shadowed above by the transport's own descriptor.
 cdef _adopt_asyncio_mro(type cls, object interface):
     class Shape(_transports._FlowControlMixin, interface):
         __slots__ = ()
-    for base in Shape.__mro__[1:]:
-        for name in getattr(base, "__slots__", ()):
-            if not any(name in c.__dict__ for c in cls.__mro__):
-                raise TypeError(f"{cls.__name__} must define {name}, a slot of {base}")
-    # its own bases (without object), then asyncio's classes, then object
-    mro = cls.__mro__[:-1] + Shape.__mro__[1:]
-    cdef PyObject* old = (<MroSlot*>cls).tp_mro
-    Py_INCREF(mro)
-    (<MroSlot*>cls).tp_mro = <PyObject*>mro
-    Py_XDECREF(old)
-    PyType_Modified(cls)
+    stand_in_for(cls, Shape.__mro__[1:-1])
 
 
 _adopt_asyncio_mro(SocketTransport, _transports.Transport)

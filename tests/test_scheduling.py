@@ -179,6 +179,31 @@ def test_callback_runs_in_given_context_and_changes_stay_there(loop):
     assert VAR.get() == "unset"
 
 
+def test_handles_are_asyncio_handles(loop):
+    # Code checks isinstance(h, asyncio.Handle / TimerHandle), and keeps
+    # weak references to handles.
+    import weakref
+    from asyncio import events
+
+    handles = {
+        "call_soon": loop.call_soon(print),
+        "call_soon_threadsafe": loop.call_soon_threadsafe(print),
+        "call_later": loop.call_later(10, print),
+        "call_at": loop.call_at(loop.time() + 10, print),
+    }
+    for name, h in handles.items():
+        assert isinstance(h, asyncio.Handle), name
+        assert isinstance(h, asyncio.TimerHandle) == (name in ("call_later", "call_at")), name
+        ref = weakref.ref(h)
+        assert ref() is h and h.__weakref__ is ref
+        h.cancel()
+    # 3.14's call_soon_threadsafe() handle is a _ThreadSafeHandle (see
+    # test_threads.py for its behaviour).
+    if hasattr(events, "_ThreadSafeHandle"):
+        assert isinstance(handles["call_soon_threadsafe"], events._ThreadSafeHandle)
+        assert not isinstance(handles["call_soon"], events._ThreadSafeHandle)
+
+
 def test_handle_get_context(loop, is_fastloop):
     if not is_fastloop and not hasattr(asyncio.Handle, "get_context"):
         pytest.skip("Handle.get_context() is new in Python 3.12")

@@ -148,20 +148,6 @@ SKIP = {
 
 # The same, per Python version: {(major, minor): {pattern: reason}}.
 SKIP_BY_VERSION = {
-    (3, 14): {
-        # Each asserts isinstance(handle, asyncio.events._ThreadSafeHandle)
-        # in a thread that then stops the loop; fastloop's handles are its
-        # own classes (README, known differences), so the thread dies and
-        # run_forever() never returns. What they test of behaviour -- a
-        # cancel() from another thread waits for a running callback, and
-        # one before it runs stops it -- is tested in tests/test_threads.py.
-        _EV + "test_call_soon_threadsafe_handle_block_cancellation":
-            "isinstance(handle, events._ThreadSafeHandle), then hangs",
-        _EV + "test_call_soon_threadsafe_handle_block_check_cancelled":
-            "isinstance(handle, events._ThreadSafeHandle), then hangs",
-        _EV + "test_call_soon_threadsafe_handle_cancel_other_thread":
-            "isinstance(handle, events._ThreadSafeHandle), then hangs",
-    },
 }
 
 
