@@ -236,8 +236,8 @@ cdef class Handle:
 
 
 cdef class ThreadSafeHandle(Handle):
-    """call_soon_threadsafe()'s handle from Python 3.14 on, as asyncio's
-    _ThreadSafeHandle behaves: cancel() or cancelled() from another thread
+    """call_soon_threadsafe()'s handle where asyncio has a _ThreadSafeHandle
+    (3.14 on), behaving as that does: cancel() or cancelled() from another thread
     while the callback runs waits until it has returned. (A cancel() before
     it starts stops it, as for any handle: the loop checks and calls with
     the GIL held throughout. asyncio guards its handle with an RLock; here
@@ -465,7 +465,7 @@ cdef int traverse_handle(PyObject* obj, visitproc visit, void* arg) noexcept:
 # 3.14's tests, events._ThreadSafeHandle): the handles stand in for them.
 # Each defines every slot of theirs; subclasses made after this (in the
 # other modules) inherit the classes through Handle.
-stand_in_for(Handle, (_events.Handle,))
-stand_in_for(TimerHandle, (_events.TimerHandle, _events.Handle))
-stand_in_for(ThreadSafeHandle, (getattr(_events, "_ThreadSafeHandle", _events.Handle),)
-             + ((_events.Handle,) if hasattr(_events, "_ThreadSafeHandle") else ()))
+stand_in_for(Handle, _events.Handle.__mro__[:-1])
+stand_in_for(TimerHandle, _events.TimerHandle.__mro__[:-1])
+stand_in_for(ThreadSafeHandle,
+             getattr(_events, "_ThreadSafeHandle", _events.Handle).__mro__[:-1])

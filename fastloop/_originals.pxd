@@ -2,7 +2,8 @@
 # runs only while the function Python would call is the stdlib's own, so
 # that a replaced, patched or overriding one is still called: original()
 # finds them at import, fl_method_is() checks on each use that a method
-# still resolves to one.
+# still resolves to one. And the stdlib classes fastloop's C types stand in
+# for (stand_in_for()).
 
 from cpython.object cimport PyObject
 from cpython.ref cimport Py_INCREF, Py_XDECREF

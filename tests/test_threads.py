@@ -251,7 +251,7 @@ def test_threadsafe_returns_handle_that_can_be_cancelled(loop):
 # From 3.14, asyncio's call_soon_threadsafe() handle serializes cancel() and
 # cancelled() from another thread with a running callback: they wait for it
 # to return. Before, they return at once.
-CANCEL_WAITS_FOR_CALLBACK = sys.version_info >= (3, 14)
+CANCEL_WAITS_FOR_CALLBACK = hasattr(asyncio.events, "_ThreadSafeHandle")
 
 
 @pytest.mark.timeout(30)
