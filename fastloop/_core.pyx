@@ -34,7 +34,7 @@ import sys
 import time as _time
 import weakref
 from asyncio import Future as _Future, Task as _Task
-from asyncio import base_events as _base_events, events as _events
+from asyncio import base_events as _base_events
 from asyncio.events import _get_running_loop, _set_running_loop
 from asyncio.log import logger as _logger
 from fastloop import _poller
@@ -82,9 +82,6 @@ cdef object _format_handle = _base_events._format_handle
 cdef object _base_create_task = _base_events.BaseEventLoop.create_task
 cdef tuple _KW_LOOP = ("loop",)
 cdef bint _RUNNING_LOOP_LOOKUP_IS_CHEAP = sys.version_info >= (3, 12)
-# From 3.14 asyncio's call_soon_threadsafe() returns a _ThreadSafeHandle,
-# whose cancel() waits for a running callback (ThreadSafeHandle).
-cdef bint _THREADSAFE_HANDLES = hasattr(_events, "_ThreadSafeHandle")
 cdef tuple _KW_LOOP_NAME_CONTEXT = ("loop", "name", "context")
 cdef object _get_asyncgen_hooks = sys.get_asyncgen_hooks
 cdef object _set_asyncgen_hooks = sys.set_asyncgen_hooks
@@ -1118,11 +1115,7 @@ cdef object _call_soon_threadsafe(object loop, object callback, object args, obj
     else:
         check_callback(callback, 'call_soon_threadsafe')
     # The GIL makes the push atomic for the loop's thread.
-    cdef Handle handle
-    if _THREADSAFE_HANDLES:
-        handle = new_threadsafe_handle(callback, <tuple>args, self, context)
-    else:
-        handle = new_handle(callback, <tuple>args, self, context)
+    cdef Handle handle = new_threadsafe_handle(callback, <tuple>args, self, context)
     self.push_ready(handle)
     adopt(handle)
     self.wake()

@@ -72,7 +72,8 @@ cdef class TimerHandle(Handle):
 # context is given they use the loop's shared copy of the current context
 # (shared_context), or a copy of their own (own_context).
 cdef Handle new_handle(object callback, tuple args, LoopBase loop, object context)
-# The same for call_soon_threadsafe() where asyncio has a _ThreadSafeHandle.
+# call_soon_threadsafe()'s: a ThreadSafeHandle where asyncio has a
+# _ThreadSafeHandle (3.14 on), else new_handle()'s.
 cdef Handle new_threadsafe_handle(object callback, tuple args, LoopBase loop, object context)
 # new_handle()'s filling of a new instance of a Handle subclass.
 cdef int fill_handle(Handle handle, object callback, tuple args, LoopBase loop,

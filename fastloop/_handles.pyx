@@ -17,6 +17,11 @@ import inspect
 import sys
 from asyncio import events as _events, format_helpers
 
+# From 3.14 asyncio's call_soon_threadsafe() returns a _ThreadSafeHandle,
+# whose cancel() waits for a running callback (ThreadSafeHandle).
+cdef object _AsyncioThreadSafeHandle = getattr(_events, "_ThreadSafeHandle", None)
+cdef bint _THREADSAFE_HANDLES = _AsyncioThreadSafeHandle is not None
+
 cdef extern from "Python.h":
     ctypedef struct PyCodeObject:
         int co_flags
@@ -413,6 +418,8 @@ cdef Handle new_handle(object callback, tuple args, LoopBase loop, object contex
 
 
 cdef Handle new_threadsafe_handle(object callback, tuple args, LoopBase loop, object context):
+    if not _THREADSAFE_HANDLES:
+        return new_handle(callback, args, loop, context)
     cdef Handle handle = ThreadSafeHandle.__new__(ThreadSafeHandle)
     _fill(handle, callback, args, loop, context)
     return handle
@@ -467,5 +474,4 @@ cdef int traverse_handle(PyObject* obj, visitproc visit, void* arg) noexcept:
 # other modules) inherit the classes through Handle.
 stand_in_for(Handle, _events.Handle.__mro__[:-1])
 stand_in_for(TimerHandle, _events.TimerHandle.__mro__[:-1])
-stand_in_for(ThreadSafeHandle,
-             getattr(_events, "_ThreadSafeHandle", _events.Handle).__mro__[:-1])
+stand_in_for(ThreadSafeHandle, (_AsyncioThreadSafeHandle or _events.Handle).__mro__[:-1])

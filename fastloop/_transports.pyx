@@ -114,8 +114,11 @@ cdef object _IPPROTO_TCP = int(_socket.IPPROTO_TCP)
 cdef object _asyncio_accept_connection = _selector_events.BaseSelectorEventLoop._accept_connection
 cdef object _set_result_unless_cancelled = _futures._set_result_unless_cancelled
 cdef object _MISSING = object()         # get_extra_info(): no such key
-cdef object _DEFAULT_HIGH_WATER = 64 * 1024  # asyncio's write buffer limits
-cdef object _DEFAULT_LOW_WATER = 16 * 1024
+cdef enum:
+    DEFAULT_HIGH_WATER = 64 * 1024      # asyncio's write buffer limits
+    DEFAULT_LOW_WATER = 16 * 1024
+cdef object _DEFAULT_HIGH_WATER = DEFAULT_HIGH_WATER   # as the ints they are given as
+cdef object _DEFAULT_LOW_WATER = DEFAULT_LOW_WATER
 # Python 3.13's datagram transport sends empty datagrams (earlier ones drop
 # them) and counts 8 bytes of header per queued datagram in its buffer size.
 cdef bint _SENDS_EMPTY_DATAGRAMS = sys.version_info >= (3, 13)
@@ -300,8 +303,8 @@ cdef class TransportBase(WriteSettler):
         self.buffer = []
         self.high_water_given = _DEFAULT_HIGH_WATER
         self.low_water_given = _DEFAULT_LOW_WATER
-        self.high_water = 64 * 1024
-        self.low_water = 16 * 1024
+        self.high_water = DEFAULT_HIGH_WATER
+        self.low_water = DEFAULT_LOW_WATER
         self.set_protocol(protocol)
         transports = loop.transports
         if type(transports) is TransportMap:

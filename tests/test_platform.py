@@ -973,6 +973,17 @@ def test_closing_the_loop_while_a_child_runs_releases_its_watch(loop, is_fastloo
     popen.wait(10)                   # reaps it (unless asyncio's watcher thread did)
 
 
+def _fastloop_without_pidfd(monkeypatch):
+    """Make fastloop watch children with a thread (as where pidfd is missing)."""
+    import fastloop._children
+    monkeypatch.setattr(fastloop._children.PidfdWatcher, "available",
+                        staticmethod(lambda: False))
+
+
+def _fastloop_watcher_thread(pid):
+    return next(t for t in threading.enumerate() if t.name == f"fastloop-waitpid-{pid}")
+
+
 @pytest.mark.timeout(60)
 @pytest.mark.skipif(not hasattr(os, "waitid"), reason="needs os.waitid()")
 def test_threaded_child_watcher_leaves_the_pid_reserved_until_the_loop_reaps(
@@ -982,9 +993,7 @@ def test_threaded_child_watcher_leaves_the_pid_reserved_until_the_loop_reaps(
     # signalling it cannot reach a recycled PID. (asyncio waits this way from
     # 3.14; before, its thread reaped the child at once.)
     if is_fastloop:
-        import fastloop._children
-        monkeypatch.setattr(fastloop._children.PidfdWatcher, "available",
-                            staticmethod(lambda: False))
+        _fastloop_without_pidfd(monkeypatch)
     else:
         if sys.version_info < (3, 14):
             pytest.skip("asyncio's threaded watcher reaps in its thread before 3.14")
@@ -992,16 +1001,12 @@ def test_threaded_child_watcher_leaves_the_pid_reserved_until_the_loop_reaps(
         monkeypatch.setattr(unix_events, "can_use_pidfd", lambda: False)
         loop = asyncio.new_event_loop()     # made after the patch, as in CPython's test
 
-    def watcher_thread(pid):
-        for thread in threading.enumerate():
-            if thread.name == f"fastloop-waitpid-{pid}" or (
-                    not is_fastloop and thread is loop._watcher._threads.get(pid)):
-                return thread
-        raise AssertionError("no watcher thread")
-
     async def main():
         proc = await asyncio.create_subprocess_exec(PY, "-c", "import time; time.sleep(30)")
-        thread = watcher_thread(proc.pid)
+        if is_fastloop:
+            thread = _fastloop_watcher_thread(proc.pid)
+        else:
+            thread = loop._watcher._threads[proc.pid]
         proc.kill()
         thread.join(30)                      # it has seen the exit...
         assert not thread.is_alive()
@@ -1025,15 +1030,13 @@ def test_threaded_child_watcher_reaps_what_a_closed_loop_never_reaped(
     # reaping was still queued on the loop when it closed, is no zombie.
     if not is_fastloop:
         pytest.skip("fastloop's own child watcher")
-    import fastloop._children
-    monkeypatch.setattr(fastloop._children.PidfdWatcher, "available",
-                        staticmethod(lambda: False))
+    _fastloop_without_pidfd(monkeypatch)
 
     async def main():
         return await asyncio.create_subprocess_exec(PY, "-c", "import time; time.sleep(30)")
 
     proc = run(loop, main(), 30)
-    thread = next(t for t in threading.enumerate() if t.name == f"fastloop-waitpid-{proc.pid}")
+    thread = _fastloop_watcher_thread(proc.pid)
     proc._transport.close()              # kills the child, as asyncio does
     thread.join(30)
     assert not thread.is_alive()
