@@ -982,6 +982,10 @@ cdef class LoopCore(LoopBase):
         return self.stopping
 
     @property
+    def _closed(self):                 # read by test fixtures and libraries
+        return self.closed
+
+    @property
     def _poller_name(self):
         return self.poller.name
 
@@ -996,7 +1000,6 @@ cdef class LoopCore(LoopBase):
     @_transports.setter
     def _transports(self, value):
         self.transports = value
-
 
     cdef track_shared_handles(self):
         """Track the queued untracked handles that somebody else also holds."""

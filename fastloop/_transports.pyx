@@ -672,6 +672,27 @@ cdef class TransportBase(WriteSettler):
     def _extra(self):
         return self.full_extra()
 
+    # Read by application code as well ("is the connection gone?", "is
+    # reading paused?"), so they read as asyncio's do; setting them is not
+    # supported.
+    @property
+    def _conn_lost(self):
+        if self.deferred:
+            self.settle_writes()
+        return self.conn_lost
+
+    @property
+    def _paused(self):
+        return self.paused
+
+    @property
+    def _protocol_connected(self):
+        return self.protocol_connected
+
+    @property
+    def _server(self):
+        return self.server
+
     @property
     def _high_water(self):
         return self.high_water_given
@@ -787,6 +808,10 @@ cdef class SocketTransport(TransportBase):
 
     _start_tls_compatible = True
     _sendfile_compatible = _constants._SendfileMode.TRY_NATIVE
+
+    @property
+    def _eof(self):                    # as asyncio's transport has it
+        return self.eof
 
     def __init__(self, LoopCore loop not None, sock, protocol, waiter=None,
                  extra=None, server=None):
@@ -1782,7 +1807,12 @@ cdef class DatagramTransport(TransportBase):
             if addr not in (None, self.address):
                 raise ValueError(f"Invalid address: must be None or {self.address}")
             addr = self.address
-        if self.conn_lost and self.address:
+        # asyncio drops a datagram once the connection is lost only on a
+        # connected transport; an unconnected one still sends until
+        # connection_lost() has run and then raises AttributeError from its
+        # own error path (a known asyncio bug, python/cpython PR 28110). Once
+        # the socket is gone, the datagram is dropped the same way here.
+        if self.conn_lost and (self.address or self.detached):
             self.count_lost_write()
             return
         if not self.buffer:
@@ -1840,6 +1870,14 @@ cdef class DatagramTransport(TransportBase):
     cdef call_connection_lost(self, exc):
         TransportBase.call_connection_lost(self, exc)
         self.sock_recvfrom = self.sock_send = self.sock_sendto = None
+
+    @property
+    def _address(self):                # as asyncio's transport has them
+        return self.address
+
+    @property
+    def _buffer_size(self):
+        return self.buffer_size
 
 
 # ---------------------------------------------------------------- asyncio.Transport

@@ -221,8 +221,10 @@ def test_is_running_and_is_closed(loop):
     loop.run_forever()
     assert seen == [(True, False)]
     assert not loop.is_running()
+    assert loop._closed is False       # asyncio's attribute, read by test fixtures
     loop.close()
     assert loop.is_closed()
+    assert loop._closed is True
     assert not loop.is_running()
 
 

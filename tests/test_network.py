@@ -2160,6 +2160,45 @@ def test_accepted_connection_socket_on_demand(loop):
 
 
 @pytest.mark.timeout(30)
+def test_transport_private_state_reads_as_asyncio(loop):
+    """The private attributes application code reads on a stream transport
+    (`writer.transport._conn_lost` as "is the connection gone?", `_paused`,
+    `_eof`, `_protocol_connected`, `_server`) hold asyncio's values through
+    the connection's life."""
+
+    def state(tr, srv):
+        return (tr._conn_lost, tr._paused, tr._eof, tr._protocol_connected,
+                tr._server is srv)
+
+    async def main():
+        srv, [(reader, writer, proto)] = await accepted_transports(1)
+        tr = proto.transport
+        seen = [state(tr, srv)]
+        tr.pause_reading()
+        seen.append(state(tr, srv))
+        tr.resume_reading()
+        tr.write(b"bye")
+        tr.write_eof()
+        seen.append(state(tr, srv))
+        assert await reader.read() == b"bye"
+        tr.close()
+        seen.append(state(tr, srv))
+        await proto.lost
+        seen.append(state(tr, None))
+        writer.close()
+        await close_server(srv)
+        return seen
+
+    assert run(loop, main()) == [
+        (0, False, False, True, True),      # open
+        (0, True, False, True, True),       # pause_reading()
+        (0, False, True, True, True),       # resume_reading(), write_eof()
+        (1, False, True, True, True),       # close(): connection_lost() scheduled
+        (1, False, True, True, True),       # connection_lost() ran: no server
+    ]
+
+
+@pytest.mark.timeout(30)
 def test_unclosed_accepted_transport_warns_and_closes(loop):
     """An accepted connection's transport dropped unclosed warns and closes
     its socket (the client sees EOF), as asyncio's does when collected."""

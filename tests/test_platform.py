@@ -470,6 +470,57 @@ def test_datagram_empty_sendto(loop):
 
 
 @pytest.mark.timeout(30)
+def test_datagram_sendto_after_close(loop, is_fastloop, caplog):
+    """sendto() on a closed datagram transport. Until connection_lost() has
+    run, an unconnected transport still sends (the socket is open) and a
+    connected one drops the datagram, on both loops. Afterwards asyncio's
+    unconnected transport raises AttributeError from its own error path (a
+    known asyncio bug); fastloop drops the datagram as for a connected one:
+    nothing raised, nothing reported, a warning from the fifth on."""
+    handler_calls = []
+    loop.set_exception_handler(lambda lp, ctx: handler_calls.append(ctx))
+
+    async def main():
+        peer = DatagramRecorder(loop)
+        server, _ = await loop.create_datagram_endpoint(lambda: peer,
+                                                        local_addr=("127.0.0.1", 0))
+        addr = server.get_extra_info("sockname")
+        unconnected, proto = await loop.create_datagram_endpoint(
+            lambda: DatagramRecorder(loop), family=socket.AF_INET)
+        connected, cproto = await loop.create_datagram_endpoint(
+            lambda: DatagramRecorder(loop), remote_addr=addr)
+        for tr in (unconnected, connected):
+            tr.close()
+        unconnected.sendto(b"closing", addr)
+        connected.sendto(b"dropped")
+        await proto.lost
+        await cproto.lost
+        await peer.wait_for(1)
+        outcomes = []
+        for _ in range(5):
+            try:
+                unconnected.sendto(b"lost", addr)
+                outcomes.append(None)
+            except AttributeError:
+                outcomes.append("AttributeError")
+        connected.sendto(b"lost")
+        server.close()
+        await peer.lost
+        return [data for data, _ in peer.datagrams], outcomes, unconnected._conn_lost
+
+    with caplog.at_level("WARNING", logger="asyncio"):
+        received, outcomes, conn_lost = run(loop, main())
+    assert received == [b"closing"]
+    assert handler_calls == []
+    warnings = [r for r in caplog.records if r.getMessage() == "socket.send() raised exception."]
+    if is_fastloop:
+        assert outcomes == [None] * 5 and conn_lost == 6
+        assert len(warnings) == 1
+    else:
+        assert outcomes == ["AttributeError"] * 5
+
+
+@pytest.mark.timeout(30)
 def test_datagram_transport_repr(loop):
     async def main():
         tr, _ = await loop.create_datagram_endpoint(
