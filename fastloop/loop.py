@@ -133,6 +133,11 @@ class Loop(LoopCore, asyncio.SelectorEventLoop):
         # -- gets fastloop's C transport. (asyncio's fails on a closed loop
         # when it schedules connection_made().)
         self._check_closed()
+        if type(sock) is not socket.socket:
+            # asyncio's transport reads and writes through the socket's
+            # methods, which a subclass may override: it gets asyncio's.
+            return super()._make_socket_transport(sock, protocol, waiter,
+                                                  extra=extra, server=server)
         self._ensure_fd_no_transport(sock)
         return SocketTransport(self, sock, protocol, waiter, extra, server)
 
@@ -144,7 +149,8 @@ class Loop(LoopCore, asyncio.SelectorEventLoop):
         # _accept_connection() or _make_socket_transport() get asyncio's
         # registration (and, for the latter, its accept code).
         if (sslcontext is not None or self._own_transports()
-                or type(self)._accept_connection is not Loop._accept_connection):
+                or type(self)._accept_connection is not Loop._accept_connection
+                or type(sock) is not socket.socket):     # its accept() may be overridden
             return super()._start_serving(protocol_factory, sock, sslcontext, server,
                                           backlog, *ssl_timeouts)
         self._add_reader(sock.fileno(),
@@ -156,7 +162,7 @@ class Loop(LoopCore, asyncio.SelectorEventLoop):
         # Acceptor). TLS servers (a handshake to wait for) take asyncio's
         # code, and so does a subclass with its own _make_socket_transport(),
         # which asyncio calls with a waiter it then awaits.
-        if sslcontext is not None or self._own_transports():
+        if sslcontext is not None or self._own_transports() or type(sock) is not socket.socket:
             return super()._accept_connection(protocol_factory, sock, sslcontext, server,
                                               backlog, *ssl_timeouts)
         Acceptor(self, protocol_factory, sock, server, backlog, ssl_timeouts)()

@@ -2160,6 +2160,109 @@ def test_accepted_connection_socket_on_demand(loop):
 
 
 @pytest.mark.timeout(30)
+def test_patching_asyncio_transport_base_methods_reaches_transports(loop):
+    """The methods asyncio's transports inherit from asyncio's base classes
+    (get_extra_info, the write buffer limits) can be patched there, as test
+    suites do with mock.patch("asyncio.Transport.get_extra_info"): a Mock is
+    called with the caller's arguments, a function is bound to the transport,
+    and undoing the patch restores the transport's own method."""
+    from unittest import mock
+
+    async def main():
+        srv, [(reader, writer, proto)] = await accepted_transports(1)
+        dgram, _ = await loop.create_datagram_endpoint(asyncio.DatagramProtocol,
+                                                       local_addr=("127.0.0.1", 0))
+        seen = []
+        for tr in (proto.transport, dgram):
+            with mock.patch("asyncio.Transport.get_extra_info") as get_extra_info:
+                get_extra_info.return_value = ("patched", 1)
+                seen.append(tr.get_extra_info("sockname"))
+                get_extra_info.assert_called_once_with("sockname")
+            with mock.patch.object(asyncio.BaseTransport, "get_extra_info",
+                                   lambda self, name, default=None: (self is tr, name)):
+                seen.append(tr.get_extra_info("peername"))
+            with mock.patch.object(asyncio.transports._FlowControlMixin,
+                                   "get_write_buffer_limits", lambda self: "patched"):
+                seen.append(tr.get_write_buffer_limits())
+            seen.append(tr.get_extra_info("sockname")[0])
+            seen.append(tr.get_write_buffer_limits())
+        dgram.close()
+        writer.close()
+        await proto.lost
+        await close_server(srv)
+        return seen
+
+    assert run(loop, main()) == [("patched", 1), (True, "peername"), "patched",
+                                 "127.0.0.1", (16384, 65536)] * 2
+
+
+class CountingSocket(socket.socket):
+    """A socket subclass counting the calls of the methods asyncio's stream
+    transport and server read, write and accept with."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.calls = {}
+
+    def _count(self, name):
+        self.calls[name] = self.calls.get(name, 0) + 1
+
+    def recv(self, *args):
+        self._count("recv")
+        return super().recv(*args)
+
+    def send(self, *args):
+        self._count("send")
+        return super().send(*args)
+
+    def accept(self):
+        self._count("accept")
+        return super().accept()
+
+
+@pytest.mark.timeout(30)
+def test_socket_subclass_methods_are_used(loop):
+    """Given a socket subclass (create_server(sock=...), create_connection(
+    sock=...), connect_accepted_socket()), the transport reads and writes and
+    the server accepts through its methods, as asyncio's do."""
+
+    async def main():
+        listener = CountingSocket()
+        listener.bind(("127.0.0.1", 0))
+        srv = await loop.create_server(EchoProtocol, sock=listener)
+        client = CountingSocket()
+        client.setblocking(False)
+        await loop.sock_connect(client, listener.getsockname())
+        tr, proto = await loop.create_connection(lambda: RecordingProtocol(loop), sock=client)
+        tr.write(b"ping")
+        while proto.data != b"ping":
+            await asyncio.sleep(0.001)
+        tr.close()
+        await proto.lost
+        # connect_accepted_socket() with one end of a pair.
+        a, b = socket.socketpair()
+        a = CountingSocket(a.family, a.type, a.proto, fileno=a.detach())
+        a.setblocking(False)
+        tr2, _ = await loop.connect_accepted_socket(EchoProtocol, a)
+        b.setblocking(False)
+        await loop.sock_sendall(b, b"pong")
+        echoed = await loop.sock_recv(b, 4)
+        tr2.close()
+        assert await loop.sock_recv(b, 4) == b""
+        b.close()
+        await close_server(srv)
+        return (echoed, sorted(listener.calls), sorted(client.calls), sorted(a.calls),
+                client.fileno(), a.fileno())
+
+    echoed, listener_calls, client_calls, pair_calls, client_fd, pair_fd = run(loop, main())
+    assert echoed == b"pong"
+    assert listener_calls == ["accept"]
+    assert client_calls == ["recv", "send"]
+    assert pair_calls == ["recv", "send"]
+    assert client_fd == pair_fd == -1          # the transports closed them
+
+
+@pytest.mark.timeout(30)
 def test_transport_private_state_reads_as_asyncio(loop):
     """The private attributes application code reads on a stream transport
     (`writer.transport._conn_lost` as "is the connection gone?", `_paused`,
