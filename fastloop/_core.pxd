@@ -69,9 +69,11 @@ cdef class LoopCore(LoopBase):
     cdef object transports
     cdef public double slow_callback_duration
     cdef bint shared_untracked      # GC saw a queued untracked handle held elsewhere
+    cdef object time_replacement    # time() as set on the instance (see LoopClock)
     cdef object __weakref__
 
     cdef int push_ready(self, Handle handle) except -1
+    cdef double now(self) except? -1.0
     cdef int set_io_handle(self, int fd, int kind, Handle handle) except -1
     cdef bint clear_io_handle(self, int fd, int kind) except -1
     # The socket operations' variants. release_io_handle() drops the handle
@@ -102,7 +104,7 @@ cdef class LoopCore(LoopBase):
     cdef int purge_cancelled_timers(self) except -1
     cdef int move_due_timers(self) except -1
     cdef int collect_io(self, int nevents) except -1
-    cdef int poll_timeout_ms(self) noexcept
+    cdef int poll_timeout_ms(self) except -2
     cdef int run_handle(self, Handle handle) except -1
     cdef int settle_writes(self) except -1
     cdef WriteSettler pop_settler(self)

@@ -50,6 +50,8 @@ cdef extern from "Python.h":
     ctypedef int (*traverseproc)(PyObject*, visitproc, void*) noexcept
     ctypedef struct TypeSlots "PyTypeObject":
         traverseproc tp_traverse
+    PyObject* _PyType_Lookup(PyObject* type, object name)   # borrowed, may be NULL
+    object PyMethod_New(object func, object self)
 
 cdef extern from "Python.h":
     # Keyword calls without building a dict for the keywords.
@@ -153,6 +155,40 @@ cdef int _set_nonblocking_cloexec(int fd) except -1:
     fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK)
     fcntl(fd, F_SETFD, FD_CLOEXEC)
     return 0
+
+
+def time(self):
+    """The loop's clock: time.monotonic(), at full resolution."""
+    return fl_monotonic()
+
+
+cdef class LoopClock:
+    """LoopCore.time. asyncio's loop reads its clock through self.time(),
+    so a time() replaced on the instance (mock.patch.object(loop, "time"),
+    as test suites freeze or advance the loop's clock), on the class or in a
+    subclass decides when timers are due and what call_later() schedules
+    for. The C core reads the monotonic clock itself while nothing replaced
+    it (LoopCore.now()); an instance's replacement is kept by the loop
+    itself, which makes this a data descriptor."""
+
+    def __get__(self, obj, objtype):
+        if obj is None:
+            return time                # as asyncio's loop classes have a function
+        replacement = (<LoopCore>obj).time_replacement
+        if replacement is not None:
+            return replacement
+        return PyMethod_New(time, obj)
+
+    def __set__(self, obj, value):
+        (<LoopCore>obj).time_replacement = value
+
+    def __delete__(self, obj):
+        if (<LoopCore>obj).time_replacement is None:
+            raise AttributeError("time")
+        (<LoopCore>obj).time_replacement = None
+
+
+cdef LoopClock _LOOP_CLOCK
 
 
 cdef class LoopCore(LoopBase):
@@ -389,7 +425,7 @@ cdef class LoopCore(LoopBase):
         cdef PyObject* timer
         if self.ntimers == 0:
             return 0
-        end = fl_monotonic() + self.clock_resolution
+        end = self.now() + self.clock_resolution
         while self.ntimers and self.timers[0].when < end:
             timer = self.pop_timer()
             if (<TimerHandle>timer)._cancelled:
@@ -580,13 +616,13 @@ cdef class LoopCore(LoopBase):
 
     # ---------------------------------------------------------------- run loop
 
-    cdef int poll_timeout_ms(self) noexcept:
+    cdef int poll_timeout_ms(self) except -2:
         cdef double timeout
         if self.ready_len or self.stopping:
             return 0
         if self.ntimers == 0:
             return -1
-        timeout = self.timers[0].when - fl_monotonic()
+        timeout = self.timers[0].when - self.now()
         if timeout <= 0:
             return 0
         if timeout > MAXIMUM_SELECT_TIMEOUT:
@@ -756,7 +792,7 @@ cdef class LoopCore(LoopBase):
         """Arrange for callback(*args) to run `delay` seconds from now."""
         if delay is None:
             raise TypeError('delay must not be None')
-        cdef double when = fl_monotonic() + <double>delay
+        cdef double when = self.now() + <double>delay
         # asyncio's call_later() goes through call_at(), and its errors say so.
         self.check_call(callback, 'call_at')
         cdef TimerHandle timer = new_timer(when, callback, args, self, context)
@@ -775,9 +811,15 @@ cdef class LoopCore(LoopBase):
         adopt(timer)
         return timer
 
-    def time(self):
-        """The loop's clock: time.monotonic(), at full resolution."""
-        return fl_monotonic()
+    time = LoopClock()
+
+    cdef double now(self) except? -1.0:
+        """What asyncio's loop code gets from self.time(): the monotonic
+        clock, or what a replaced time() answers (see LoopClock)."""
+        if (self.time_replacement is None
+                and _PyType_Lookup(Py_TYPE(<PyObject*>self), "time") == <PyObject*>_LOOP_CLOCK):
+            return fl_monotonic()
+        return float(self.time())
 
     cdef inline bint is_current(self) noexcept:
         # True when Future() and Task() would find this loop by themselves:
@@ -1128,6 +1170,7 @@ cdef object _call_soon_threadsafe(object loop, object callback, object args, obj
 fl_call_soon_impl = _call_soon
 fl_call_soon_threadsafe_impl = _call_soon_threadsafe
 fl_install_scheduling_methods(<PyTypeObject*>LoopCore)
+_LOOP_CLOCK = LoopCore.__dict__["time"]
 
 
 def _reinit_after_fork():

@@ -260,6 +260,10 @@ cdef class TransportBase(WriteSettler):
     cdef bint writing_registered
     cdef bint detached                 # connection_lost() ran: no loop any more
     cdef object __weakref__
+    # Instance attributes, as asyncio's transports have: tests patch methods
+    # on the instance (mock.patch.object(transport, "write")). Made on first
+    # use; method look-ups cost nothing more while there is none.
+    cdef dict __dict__
     # The TransportMap this transport is an entry of (an owned reference, kept
     # out of the garbage collector's sight so that clearing a cycle cannot
     # drop it before __dealloc__ removes the entry), and the entry's fd.

@@ -2196,6 +2196,38 @@ def test_patching_asyncio_transport_base_methods_reaches_transports(loop):
                                  "127.0.0.1", (16384, 65536)] * 2
 
 
+@pytest.mark.timeout(30)
+def test_transport_methods_can_be_patched_on_the_instance(loop):
+    """Transports take instance attributes, as asyncio's do: a method patched
+    on one transport (mock.patch.object(transport, "write"), as aiohttp's
+    tests do) is what code calling it gets, and the patch undoes cleanly."""
+    from unittest import mock
+
+    async def main():
+        srv, [(reader, writer, proto)] = await accepted_transports(1)
+        dgram, _ = await loop.create_datagram_endpoint(asyncio.DatagramProtocol,
+                                                       local_addr=("127.0.0.1", 0))
+        seen = []
+        with mock.patch.object(writer.transport, "write",
+                               side_effect=ConnectionResetError) as write:
+            with pytest.raises(ConnectionResetError):
+                writer.write(b"through the StreamWriter")
+            write.assert_called_once_with(b"through the StreamWriter")
+        with mock.patch.object(dgram, "sendto") as sendto:
+            dgram.sendto(b"x", ("127.0.0.1", 9))
+            sendto.assert_called_once_with(b"x", ("127.0.0.1", 9))
+        seen.append("write" in vars(writer.transport) or "sendto" in vars(dgram))
+        proto.transport.note = "kept"
+        seen.append(proto.transport.note)
+        dgram.close()
+        writer.close()
+        await proto.lost
+        await close_server(srv)
+        return seen
+
+    assert run(loop, main()) == [False, "kept"]
+
+
 class CountingSocket(socket.socket):
     """A socket subclass counting the calls of the methods asyncio's stream
     transport and server read, write and accept with."""

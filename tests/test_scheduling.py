@@ -339,6 +339,67 @@ def test_call_later_waits_at_least_the_delay(loop):
     assert fired[0] - t0 >= 0.05
 
 
+@pytest.mark.timeout(30)
+def test_replaced_time_is_the_loops_clock(loop):
+    """A time() replaced on the loop (mock.patch.object(loop, "time"), as
+    test suites freeze or advance the loop's clock) or on its class is what
+    call_later() schedules against and what decides when timers are due; the
+    real clock is back once the patch is undone."""
+    from unittest import mock
+    fired = []
+    clock = [loop.time()]
+    start = clock[0]
+
+    async def spin():
+        for _ in range(3):
+            await asyncio.sleep(0)
+
+    async def main():
+        seen = []
+        with mock.patch.object(loop, "time") as frozen:
+            frozen.return_value = start
+            timer = loop.call_later(3600, fired.append, "instance")
+            seen.append(round(timer.when() - start, 6))
+            await spin()
+            seen.append(list(fired))
+            frozen.return_value = start + 3600
+            await spin()
+            seen.append(list(fired))
+        seen.append("time" in vars(loop))
+        seen.append(start <= loop.time() < start + 60)
+        with mock.patch.object(type(loop), "time", lambda self: clock[0]):
+            clock[0] = start + 7200
+            timer = loop.call_later(60, fired.append, "class")
+            seen.append(round(timer.when() - start, 6))
+            await spin()
+            clock[0] += 60
+            await spin()
+            seen.append(list(fired))
+        return seen
+
+    # Not helpers.run(): its wait_for() timeout would run by the patched clock.
+    assert loop.run_until_complete(main()) == [3600, [], ["instance"], False, True,
+                                               7260, ["instance", "class"]]
+
+
+def test_time_overridden_in_a_subclass(loop):
+    """A loop subclass's own time() is the clock its timers run by."""
+    class ShiftedClock(type(loop)):
+        def time(self):
+            return super().time() + 1000
+
+    sub = ShiftedClock()
+    try:
+        fired = []
+        now = sub.time()
+        timer = sub.call_later(0.01, lambda: (fired.append(sub.time()), sub.stop()))
+        sub.run_forever()
+        assert now + 0.01 <= timer.when() < now + 30
+        assert timer.when() <= fired[0]
+    finally:
+        sub.close()
+
+
 def test_equal_deadlines_all_run(loop, is_fastloop):
     """asyncio's heap gives no order among timers with exactly equal
     deadlines; fastloop runs them FIFO (documented in the README)."""
