@@ -25,7 +25,8 @@ from posix.unistd cimport read, write, close as close_fd, pipe
 from posix.fcntl cimport fcntl, F_GETFL, F_SETFL, F_SETFD, FD_CLOEXEC, O_NONBLOCK
 
 from fastloop._handles cimport (LoopBase, Handle, TimerHandle, new_handle, new_threadsafe_handle,
-                                new_timer, check_callback, traverse_handle, visitproc)
+                                new_timer, given_as_int, check_callback, traverse_handle,
+                                visitproc)
 from fastloop._poller cimport new_poller, READABLE, WRITABLE, TAG_ANY
 
 import gc
@@ -807,6 +808,7 @@ cdef class LoopCore(LoopBase):
         cdef double deadline = when
         self.check_call(callback, 'call_at')
         cdef TimerHandle timer = new_timer(deadline, callback, args, self, context)
+        timer.deadline_is_int = given_as_int(when, deadline)
         self.push_timer(timer)
         adopt(timer)
         return timer

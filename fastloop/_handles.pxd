@@ -65,6 +65,7 @@ cdef class ThreadSafeHandle(Handle):
 
 cdef class TimerHandle(Handle):
     cdef double deadline             # loop.time() value at which it is due
+    cdef bint deadline_is_int        # given as an int: when() gives an int back, as asyncio's
     cdef public bint _scheduled         # True while the handle sits in a loop's timer heap
 
 
@@ -78,6 +79,7 @@ cdef Handle new_threadsafe_handle(object callback, tuple args, LoopBase loop, ob
 # new_handle()'s filling of a new instance of a Handle subclass.
 cdef int fill_handle(Handle handle, object callback, tuple args, LoopBase loop,
                      object context) except -1
+cdef bint given_as_int(object when, double deadline) noexcept
 cdef TimerHandle new_timer(double when, object callback, tuple args, LoopBase loop,
                            object context)
 cdef int check_callback(object callback, str method) except -1

@@ -298,13 +298,16 @@ cdef class TimerHandle(Handle):
         if self._source_traceback:
             self._source_traceback.pop()
         self.deadline = when
+        self.deadline_is_int = given_as_int(when, self.deadline)
 
     @property
     def _when(self):
-        return self.deadline
+        return self.when()
 
     def when(self):
-        """Return the scheduled time as a float in the loop's time() scale."""
+        """Return the scheduled time in the loop's time() scale."""
+        if self.deadline_is_int:
+            return int(self.deadline)
         return self.deadline
 
     def cancel(self):
@@ -431,10 +434,18 @@ cdef int fill_handle(Handle handle, object callback, tuple args, LoopBase loop,
     return 0
 
 
+cdef bint given_as_int(object when, double deadline) noexcept:
+    """asyncio's timer handles keep the deadline as given: an int (as
+    aiohttp passes, rounded up to the second) stays one. The C deadline is
+    a double, so note whether to give an int back (when it converts exactly)."""
+    return type(when) is int and <object>deadline == when
+
+
 cdef TimerHandle new_timer(double when, object callback, tuple args, LoopBase loop,
                            object context):
     cdef TimerHandle timer = TimerHandle.__new__(TimerHandle)
     timer.deadline = when
+    timer.deadline_is_int = False
     _fill(timer, callback, args, loop, context)
     return timer
 

@@ -400,6 +400,24 @@ def test_time_overridden_in_a_subclass(loop):
         sub.close()
 
 
+def test_timer_deadline_keeps_an_int(loop):
+    """call_at() with an int (aiohttp's timeouts round up to whole seconds)
+    gives a handle whose when() and _when are that int, as asyncio's keep
+    the deadline as given; call_later()'s is a float."""
+    deadline = int(loop.time()) + 100
+    at = loop.call_at(deadline, lambda: None)
+    later = loop.call_later(100, lambda: None)
+    made = asyncio.TimerHandle(7, print, (), loop)
+    try:
+        assert type(at.when()) is int and type(at._when) is int
+        assert at.when() == deadline
+        assert type(later.when()) is float
+        assert made.when() == 7 and type(made.when()) is int
+    finally:
+        at.cancel()
+        later.cancel()
+
+
 def test_equal_deadlines_all_run(loop, is_fastloop):
     """asyncio's heap gives no order among timers with exactly equal
     deadlines; fastloop runs them FIFO (documented in the README)."""
