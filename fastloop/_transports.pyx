@@ -1899,12 +1899,9 @@ cdef _adopt_asyncio_mro(type cls, object interface):
         __slots__ = ()
     stand_in_for(cls, Shape.__mro__[1:-1])
     for name in _INHERITED_IN_ASYNCIO:
-        own = cls.__dict__.get(name)
-        for base in cls.__mro__[1:]:
-            if own is not None:
-                break
-            own = base.__dict__.get(name)
-        shadow_with(cls, name, PatchableMethod(Shape, name, own))
+        # getattr() on the class: fastloop's own method descriptor, found
+        # before asyncio's classes in the MRO.
+        shadow_with(cls, name, PatchableMethod(Shape, name, getattr(cls, name)))
 
 
 # The public methods asyncio's selector transports (stream and datagram) do
