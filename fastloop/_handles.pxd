@@ -67,6 +67,7 @@ cdef class TimerHandle(Handle):
     cdef double deadline             # loop.time() value at which it is due
     cdef bint deadline_is_int        # given as an int: when() gives an int back, as asyncio's
     cdef public bint _scheduled         # True while the handle sits in a loop's timer heap
+    cdef object deadline_as_given(self)
 
 
 # Fast constructors for the loop (no argument parsing, free list). When no

@@ -302,10 +302,13 @@ cdef class TimerHandle(Handle):
 
     @property
     def _when(self):
-        return self.when()
+        return self.deadline_as_given()
 
     def when(self):
         """Return the scheduled time in the loop's time() scale."""
+        return self.deadline_as_given()
+
+    cdef object deadline_as_given(self):
         if self.deadline_is_int:
             return int(self.deadline)
         return self.deadline
