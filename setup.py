@@ -2,6 +2,9 @@
 
 FASTLOOP_DEBUG=1 builds with Cython line tracing and C asserts enabled (slower;
 for profiling with py-spy/coverage and for catching invariant violations).
+FASTLOOP_LIBKQUEUE=<prefix> (Linux) links the poller with libkqueue installed
+under <prefix>, which adds the "kqueue" backend macOS and the BSDs have, so
+that it can be tested on Linux.
 """
 import os
 import sys
@@ -11,6 +14,20 @@ from setuptools import Extension, setup
 DEBUG = os.environ.get("FASTLOOP_DEBUG", "") not in ("", "0")
 
 MODULES = ["_handles", "_poller", "_core", "_recvbuf", "_futures", "_streams", "_servers", "_transports", "_sockops"]
+
+
+def with_libkqueue(module, macros):
+    """The Extension arguments of `module`: its macros, and for the poller
+    libkqueue's headers and library if FASTLOOP_LIBKQUEUE names them."""
+    prefix = os.environ.get("FASTLOOP_LIBKQUEUE", "")
+    if module != "_poller" or not prefix or not sys.platform.startswith("linux"):
+        return dict(define_macros=macros)
+    lib = os.path.join(prefix, "lib")
+    return dict(
+        define_macros=macros + [("FL_USE_LIBKQUEUE", "1")],
+        include_dirs=[os.path.join(prefix, "include", "kqueue")],
+        library_dirs=[lib], runtime_library_dirs=[lib], libraries=["kqueue"],
+    )
 
 
 def extensions():
@@ -41,8 +58,8 @@ def extensions():
         Extension(
             f"fastloop.{name}",
             [f"fastloop/{name}.pyx"],
-            define_macros=macros,
             extra_compile_args=cflags,
+            **with_libkqueue(name, macros),
         )
         for name in MODULES
     ]

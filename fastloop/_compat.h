@@ -56,6 +56,94 @@ static inline int epoll_wait(int e, struct epoll_event *evs, int n, int t) {
 static inline int eventfd(unsigned int v, int flags) { (void)v; (void)flags; errno = ENOSYS; return -1; }
 #endif
 
+/* kqueue: macOS and the BSDs; on Linux only through libkqueue, an emulation
+ * on top of epoll that a build may link (FASTLOOP_LIBKQUEUE=<prefix>, see
+ * setup.py) so that the kqueue backend can be tested there. Elsewhere the
+ * stand-ins fail with ENOSYS.
+ *
+ * FL_KQUEUE_INHERITED: whether a forked child gets the parent's queue. A
+ * kernel kqueue is not inherited (the child's copy of the fd number is
+ * closed, and may be reused by the time the loop notices the fork), so the
+ * child must not close it; libkqueue's is an ordinary fd the child has to
+ * close. */
+#if defined(__APPLE__) || defined(__FreeBSD__) || defined(__OpenBSD__) || \
+    defined(__NetBSD__) || defined(__DragonFly__) || defined(FL_USE_LIBKQUEUE)
+#include <fcntl.h>
+#include <unistd.h>
+#include <sys/event.h>
+#define FL_HAVE_KQUEUE 1
+#ifdef FL_USE_LIBKQUEUE
+#define FL_KQUEUE_INHERITED 1
+/* libkqueue frees a closed queue's own fds from a thread of its own, later;
+ * this waits for it, so that a closed loop has closed its fds, as on a
+ * kernel kqueue. */
+void libkqueue_drain_pending_close(void);
+static inline int fl_kqueue_close(int kq) {
+    int rc = close(kq);
+    libkqueue_drain_pending_close();
+    return rc;
+}
+#else
+#define FL_KQUEUE_INHERITED 0
+static inline int fl_kqueue_close(int kq) { return close(kq); }
+#endif
+typedef struct kevent fl_kevent;
+static inline int fl_kqueue(void) {
+    int kq = kqueue();
+    if (kq >= 0 && fcntl(kq, F_SETFD, FD_CLOEXEC) < 0) {
+        int saved = errno;
+        close(kq);
+        errno = saved;
+        return -1;
+    }
+    return kq;
+}
+/* The registration tag travels in udata (an intptr_t on NetBSD). */
+static inline void fl_kevent_set(fl_kevent *kev, int fd, int filter, int flags, unsigned int tag) {
+#ifdef __NetBSD__
+    EV_SET(kev, fd, filter, flags, 0, 0, (intptr_t)tag);
+#else
+    EV_SET(kev, fd, filter, flags, 0, 0, (void *)(uintptr_t)tag);
+#endif
+}
+static inline unsigned int fl_kevent_tag(const fl_kevent *kev) {
+    return (unsigned int)(uintptr_t)kev->udata;
+}
+/* timeout_ms < 0: block until an event. */
+static inline int fl_kevent_wait(int kq, fl_kevent *events, int n, int timeout_ms) {
+    struct timespec ts;
+    ts.tv_sec = timeout_ms / 1000;
+    ts.tv_nsec = (long)(timeout_ms % 1000) * 1000000L;
+    return kevent(kq, NULL, 0, events, n, timeout_ms < 0 ? NULL : &ts);
+}
+static inline int fl_kevent_apply(int kq, const fl_kevent *changes, int n, fl_kevent *receipts) {
+    return kevent(kq, changes, n, receipts, n, NULL);
+}
+#else
+#define FL_HAVE_KQUEUE 0
+#define FL_KQUEUE_INHERITED 0
+#define EVFILT_READ (-1)
+#define EVFILT_WRITE (-2)
+#define EV_ADD 0x0001
+#define EV_DELETE 0x0002
+#define EV_RECEIPT 0x0040
+#define EV_ERROR 0x4000
+typedef struct { uintptr_t ident; short filter; unsigned short flags; unsigned int fflags;
+                 intptr_t data; void *udata; } fl_kevent;
+static inline int fl_kqueue(void) { errno = ENOSYS; return -1; }
+static inline int fl_kqueue_close(int kq) { (void)kq; errno = ENOSYS; return -1; }
+static inline void fl_kevent_set(fl_kevent *kev, int fd, int filter, int flags, unsigned int tag) {
+    (void)kev; (void)fd; (void)filter; (void)flags; (void)tag;
+}
+static inline unsigned int fl_kevent_tag(const fl_kevent *kev) { (void)kev; return 0; }
+static inline int fl_kevent_wait(int kq, fl_kevent *events, int n, int timeout_ms) {
+    (void)kq; (void)events; (void)n; (void)timeout_ms; errno = ENOSYS; return -1;
+}
+static inline int fl_kevent_apply(int kq, const fl_kevent *changes, int n, fl_kevent *receipts) {
+    (void)kq; (void)changes; (void)n; (void)receipts; errno = ENOSYS; return -1;
+}
+#endif
+
 /* Accepting a connection as a non-blocking, close-on-exec socket in one
  * system call (what socket.accept() + setblocking(False) take two for).
  * accept4() is Linux's (and the BSDs'); elsewhere the stand-in fails with

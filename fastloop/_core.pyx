@@ -273,7 +273,7 @@ cdef class LoopCore(LoopBase):
     cdef after_fork(self):
         """Give a forked child its own poller state, with the same fds."""
         if not self.closed:
-            self.poller.reinit()
+            self.poller.reinit(True)
             self.close_wakeup()
             self.open_wakeup()
             self.register_all()
@@ -294,7 +294,7 @@ cdef class LoopCore(LoopBase):
         its file stays open elsewhere (a dup, a child process): it cannot be
         removed by fd any more, so start a fresh poller."""
         self.stale_registration = False
-        self.poller.reinit()
+        self.poller.reinit(False)
         self.poller.update(self.wakeup_read_fd, 0, READABLE, TAG_ANY + 1)
         return self.register_all()
 

@@ -37,8 +37,9 @@ cdef class Poller:
     # A signal that interrupts the wait runs the Python signal handlers; their
     # exception propagates.
     cdef int wait(self, int timeout_ms) except -1
-    # Forget the kernel state inherited over fork() and start from scratch.
-    cdef int reinit(self) except -1
+    # Drop the kernel state and start from scratch: after fork() (the state
+    # the parent left, `after_fork`) or to shed stale registrations.
+    cdef int reinit(self, bint after_fork) except -1
     cdef close(self)
 
 

@@ -1,10 +1,11 @@
-"""OS readiness polling: an epoll backend (Linux) and a portable poll() one.
+"""OS readiness polling: epoll (Linux), kqueue (macOS, the BSDs) and poll().
 
 Both present the small interface declared in _poller.pxd. Which one a loop
 uses is chosen by new_poller(): by name, or by default the best the platform
 has. Both are level-triggered, like the selectors module asyncio uses.
 """
 from libc.stdlib cimport realloc, free
+from libc.string cimport strerror
 from libc.errno cimport errno, EINTR, EEXIST, ENOENT, EBADF
 from posix.unistd cimport close as close_fd
 
@@ -42,6 +43,28 @@ cdef extern from "_compat.h" nogil:
         EPOLL_CTL_MOD
         EPOLL_CLOEXEC
 
+cdef extern from "_compat.h" nogil:
+    int FL_HAVE_KQUEUE
+    int FL_KQUEUE_INHERITED
+    ctypedef struct fl_kevent:
+        size_t ident
+        short filter
+        unsigned short flags
+        long data
+    int fl_kqueue()
+    int fl_kqueue_close(int kq)
+    void fl_kevent_set(fl_kevent* kev, int fd, int filter, int flags, unsigned int tag)
+    unsigned int fl_kevent_tag(const fl_kevent* kev)
+    int fl_kevent_wait(int kq, fl_kevent* events, int n, int timeout_ms)
+    int fl_kevent_apply(int kq, const fl_kevent* changes, int n, fl_kevent* receipts)
+    enum:
+        EVFILT_READ
+        EVFILT_WRITE
+        EV_ADD
+        EV_DELETE
+        EV_RECEIPT
+        EV_ERROR
+
 # epoll_wait() made in place where _syscalls.h can (see there).
 cdef extern from "_syscalls.h" nogil:
     int FL_INLINE_SYSCALLS
@@ -51,8 +74,12 @@ cdef extern from "_syscalls.h" nogil:
 INLINE_SYSCALLS = bool(FL_INLINE_SYSCALLS)
 
 
-DEFAULT = "epoll" if FL_HAVE_EPOLL else "poll"
-AVAILABLE = ("epoll", "poll") if FL_HAVE_EPOLL else ("poll",)
+# Best first. A Linux build linked with libkqueue (for testing the kqueue
+# backend there) still defaults to epoll.
+AVAILABLE = tuple(name for name, present in (("epoll", FL_HAVE_EPOLL),
+                                             ("kqueue", FL_HAVE_KQUEUE),
+                                             ("poll", True)) if present)
+DEFAULT = AVAILABLE[0]
 
 
 cdef enum:
@@ -107,7 +134,7 @@ cdef class Poller:
     cdef int wait(self, int timeout_ms) except -1:
         raise NotImplementedError
 
-    cdef int reinit(self) except -1:
+    cdef int reinit(self, bint after_fork) except -1:
         raise NotImplementedError
 
     cdef close(self):
@@ -122,13 +149,14 @@ cdef class EpollPoller(Poller):
     def __cinit__(self):
         self.epfd = -1
         self.name = "epoll"
-        self.reinit()
+        self.reinit(False)
 
     def __dealloc__(self):
         self.close()
         free(self.kernel_events)
 
-    cdef int reinit(self) except -1:
+    cdef int reinit(self, bint after_fork) except -1:
+        # A forked child shares the parent's epoll instance: close its fd.
         if self.epfd >= 0:
             close_fd(self.epfd)
         self.epfd = epoll_create1(EPOLL_CLOEXEC)
@@ -207,7 +235,7 @@ cdef class PollPoller(Poller):
         free(self.fds)
         free(self.slot_of)
 
-    cdef int reinit(self) except -1:
+    cdef int reinit(self, bint after_fork) except -1:
         # poll() keeps no kernel state: only forget the registrations, the
         # loop registers its fds again.
         cdef int i
@@ -275,9 +303,131 @@ cdef class PollPoller(Poller):
         return count
 
 
+cdef class KqueuePoller(Poller):
+    """One kqueue filter per direction (EVFILT_READ, EVFILT_WRITE), both
+    level-triggered; a wait reports an fd's two filters as one Ready entry,
+    reader first, as selectors.KqueueSelector does."""
+    cdef int kq
+    cdef fl_kevent* kernel_events
+    cdef int kernel_capacity
+    cdef int* slot_of          # fd -> its entry in `ready` while a wait merges
+    cdef int slot_capacity
+
+    def __cinit__(self):
+        self.kq = -1
+        self.name = "kqueue"
+        self.reinit(False)
+
+    def __dealloc__(self):
+        self.close()
+        free(self.kernel_events)
+        free(self.slot_of)
+
+    cdef int reinit(self, bint after_fork) except -1:
+        if self.kq >= 0 and (FL_KQUEUE_INHERITED or not after_fork):
+            fl_kqueue_close(self.kq)
+        self.kq = fl_kqueue()
+        if self.kq < 0:
+            _raise_errno()
+        self.nfds = 0
+        return 0
+
+    cdef int update(self, int fd, int old, int new, unsigned int tag) except -1:
+        # The old filters are deleted and the new ones added, in one call,
+        # as selectors.KqueueSelector's modify() does: the fd may have been
+        # closed and its number reused since it registered, which removed
+        # its filters without the loop knowing.
+        cdef fl_kevent changes[4]
+        cdef fl_kevent receipts[4]
+        cdef int n = 0, i, got, slot, old_cap
+        cdef int err = 0
+        if fd >= self.slot_capacity:
+            old_cap = self.slot_capacity
+            _grow(<void**>&self.slot_of, &self.slot_capacity, fd + 1, sizeof(int))
+            for slot in range(old_cap, self.slot_capacity):
+                self.slot_of[slot] = -1
+        n = self.add_changes(changes, n, fd, old, EV_DELETE, tag)
+        n = self.add_changes(changes, n, fd, new, EV_ADD, tag)
+        got = fl_kevent_apply(self.kq, changes, n, receipts)
+        if got < 0:
+            _raise_errno()
+        for i in range(got):
+            if receipts[i].flags & EV_ERROR and receipts[i].data != 0:
+                # Deleting what a closed fd already lost is not an error.
+                if changes[i].flags & EV_DELETE and receipts[i].data in (ENOENT, EBADF):
+                    continue
+                err = <int>receipts[i].data
+        if err:
+            # Leave no half of the new registration behind (what the loop
+            # still believes registered, `old`, is deleted: the next
+            # update's deletes of it fail harmlessly).
+            n = self.add_changes(changes, 0, fd, new, EV_DELETE, tag)
+            fl_kevent_apply(self.kq, changes, n, receipts)
+            raise OSError(err, strerror(err).decode())
+        if new == 0:
+            self.nfds -= 1
+        elif old == 0:
+            self.nfds += 1
+        return 0
+
+    cdef inline int add_changes(self, fl_kevent* changes, int n, int fd, int interest,
+                                int action, unsigned int tag):
+        if interest & READABLE:
+            fl_kevent_set(&changes[n], fd, EVFILT_READ, action | EV_RECEIPT, tag)
+            n += 1
+        if interest & WRITABLE:
+            fl_kevent_set(&changes[n], fd, EVFILT_WRITE, action | EV_RECEIPT, tag)
+            n += 1
+        return n
+
+    cdef int wait(self, int timeout_ms) except -1:
+        cdef int n, i, fd, slot, count, bit
+        cdef unsigned int tag
+        # Up to two filters per registered fd.
+        cdef int wanted = 2 * self.nfds if self.nfds > 0 else 1
+        _grow(<void**>&self.kernel_events, &self.kernel_capacity, wanted, sizeof(fl_kevent))
+        _grow(<void**>&self.ready, &self.capacity, self.kernel_capacity, sizeof(Ready))
+        n = 0
+        if timeout_ms == 0 or self.busy:
+            n = fl_kevent_wait(self.kq, self.kernel_events, self.kernel_capacity, 0)
+        if n == 0 and timeout_ms != 0:
+            with nogil:
+                n = fl_kevent_wait(self.kq, self.kernel_events, self.kernel_capacity, timeout_ms)
+        self.busy = n >= BUSY_EVENTS
+        if n < 0:
+            return _after_failed_wait()
+        count = 0
+        for i in range(n):
+            fd = <int>self.kernel_events[i].ident
+            tag = fl_kevent_tag(&self.kernel_events[i])
+            bit = READABLE if self.kernel_events[i].filter == EVFILT_READ else WRITABLE
+            slot = self.slot_of[fd] if fd < self.slot_capacity else -1
+            if slot >= 0 and self.ready[slot].tag == tag:
+                self.ready[slot].events |= bit
+                continue
+            self.ready[count].fd = fd
+            self.ready[count].events = bit
+            self.ready[count].tag = tag
+            if fd < self.slot_capacity:
+                self.slot_of[fd] = count
+            count += 1
+        for i in range(count):
+            fd = self.ready[i].fd
+            if fd < self.slot_capacity:
+                self.slot_of[fd] = -1
+        return count
+
+    cdef close(self):
+        if self.kq >= 0:
+            fl_kqueue_close(self.kq)
+            self.kq = -1
+
+
 cdef Poller new_poller(str name):
     if name == "epoll" and FL_HAVE_EPOLL:
         return EpollPoller()
+    if name == "kqueue" and FL_HAVE_KQUEUE:
+        return KqueuePoller()
     if name == "poll":
         return PollPoller()
     raise ValueError(f"unknown or unavailable poller {name!r}; "

@@ -54,8 +54,9 @@ class Loop(LoopCore, asyncio.SelectorEventLoop):
     """A fast asyncio event loop. Use it wherever asyncio takes a loop."""
 
     def __init__(self, *, poller=None):
-        """`poller` picks the readiness backend ("epoll" or "poll"); by default
-        the FASTLOOP_POLLER environment variable, else the best available."""
+        """`poller` picks the readiness backend ("epoll", "kqueue" or "poll");
+        by default the FASTLOOP_POLLER environment variable, else the best
+        available."""
         # The stdlib loops' __init__ would build a selector, a ready deque
         # and a self-pipe: LoopCore has its own, so set only what asyncio's
         # inherited code reads.

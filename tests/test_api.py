@@ -51,6 +51,28 @@ def test_new_event_loop_is_an_asyncio_loop():
         loop.close()
 
 
+def test_each_platform_poller_can_be_chosen(monkeypatch):
+    available = fastloop._poller.AVAILABLE
+    assert available[-1] == "poll"                  # everywhere, the fallback
+    if sys.platform.startswith("linux"):
+        assert available[0] == "epoll"
+    elif sys.platform == "darwin" or "bsd" in sys.platform:
+        assert available[0] == "kqueue"
+    for name in available:
+        loop = fastloop.Loop(poller=name)
+        try:
+            assert loop._poller_name == name
+            assert loop.run_until_complete(asyncio.sleep(0.001, name)) == name
+        finally:
+            loop.close()
+    monkeypatch.delenv("FASTLOOP_POLLER", raising=False)
+    loop = fastloop.Loop()
+    try:
+        assert loop._poller_name == available[0]    # the best one by default
+    finally:
+        loop.close()
+
+
 def test_unknown_poller_is_a_value_error():
     with pytest.raises(ValueError, match="unknown or unavailable poller"):
         fastloop.Loop(poller="nope")

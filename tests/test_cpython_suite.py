@@ -13,6 +13,8 @@ import sys
 
 import pytest
 
+import fastloop
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 RUNNER = os.path.join(HERE, "conformance", "run_cpython_asyncio.py")
 # Wall-clock cap for one runner invocation (it has its own per-test and
@@ -21,8 +23,6 @@ RUN_TIMEOUT = 900
 
 
 def _runner_env(poller):
-    import fastloop   # an import error must fail the test, not skip it
-
     env = dict(os.environ, FASTLOOP_POLLER=poller)
     # The runner's workers must import the very fastloop this session does
     # (in-place build, editable or regular install).
@@ -47,11 +47,9 @@ def _describe(summary):
 
 @pytest.mark.cpython_suite
 @pytest.mark.timeout(RUN_TIMEOUT + 60)
-@pytest.mark.parametrize("poller", ["epoll", "poll"])
+@pytest.mark.parametrize("poller", fastloop._poller.AVAILABLE)
 def test_cpython_asyncio_suite(poller, tmp_path):
     env = _runner_env(poller)
-    if poller == "epoll" and not sys.platform.startswith("linux"):
-        pytest.skip("epoll is Linux-only")
     if importlib.util.find_spec("test.test_asyncio") is None:
         pytest.skip("this Python ships without CPython's test suite "
                     "(test.test_asyncio); Debian/Ubuntu: libpython3.X-testsuite")
