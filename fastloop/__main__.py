@@ -27,6 +27,14 @@ def _version(dist: str):
         return "unknown version"
 
 
+def _available_pollers():
+    try:
+        from fastloop import _poller
+    except ImportError:       # reported with the loop below
+        return ["?"]
+    return _poller.AVAILABLE
+
+
 def _info(args) -> int:
     import fastloop
     print(f"fastloop {getattr(fastloop, '__version__', '?')} "
@@ -44,7 +52,8 @@ def _info(args) -> int:
             loop.close()
     requested = os.environ.get("FASTLOOP_POLLER")
     print(f"poller   {poller}"
-          + (f" (FASTLOOP_POLLER={requested})" if requested else ""))
+          + (f" (FASTLOOP_POLLER={requested})" if requested else "")
+          + f"; available: {', '.join(_available_pollers())}")
     for dist in ("uvloop", "rloop"):
         print(f"{dist:<8} {_version(dist) or 'not installed'}")
     return 0
