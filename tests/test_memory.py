@@ -164,3 +164,110 @@ def test_connections_and_socket_operations_do_not_leak(loop):
     growth = loop.run_until_complete(asyncio.wait_for(main(), 100))
     # A leaked transport, handle or socket per round would be 300+ objects.
     assert growth < 300, f"{growth} more memory blocks after 300 rounds"
+
+
+class _EchoOrRaise(_Echo):
+    def data_received(self, data):
+        if data == b"raise":
+            raise RuntimeError("boom")      # to the exception handler; closes
+        super().data_received(data)
+
+
+class _BufferedEcho(asyncio.BufferedProtocol):
+    def connection_made(self, transport):
+        self.transport = transport
+        self.buffer = bytearray(7)          # tiny: many reads per message
+
+    def get_buffer(self, sizehint):
+        return self.buffer
+
+    def buffer_updated(self, nbytes):
+        self.transport.write(bytes(self.buffer[:nbytes]))
+
+
+class _Collect(asyncio.Protocol):
+    def __init__(self, keep_open=True):
+        self.data = bytearray()
+        self.keep_open = keep_open
+        self.lost = asyncio.get_running_loop().create_future()
+
+    def data_received(self, data):
+        self.data += data
+
+    def eof_received(self):
+        return self.keep_open                # True: half-closed, still open
+
+    def connection_lost(self, exc):
+        if not self.lost.done():
+            self.lost.set_result(exc)
+
+
+async def _edge_round(loop, tcp_port, unix_path, refused_port, payload_file, n):
+    # The less travelled paths of the C transports: errors raised by the
+    # protocol, resets, abort() with writes pending, half-close, writelines,
+    # BufferedProtocol with a tiny buffer over a unix socket, sendfile(),
+    # pause/resume_reading, set_protocol() and refused connections.
+    for _ in range(n):
+        transport, proto = await loop.create_unix_connection(_Collect, unix_path)
+        transport.writelines([b"a" * 50, b"b" * 50])
+        transport.pause_reading()
+        transport.resume_reading()
+        while len(proto.data) < 100:
+            await asyncio.sleep(0)
+        transport.write_eof()
+        transport.close()
+        await proto.lost
+
+        transport, proto = await loop.create_connection(
+            lambda: _Collect(keep_open=False), "127.0.0.1", tcp_port)
+        transport.write(b"raise")              # the server's protocol raises: closed
+        await proto.lost
+
+        transport, proto = await loop.create_connection(_Collect, "127.0.0.1", tcp_port)
+        await loop.sendfile(transport, payload_file, fallback=False)
+        transport.set_protocol(proto)
+        transport.write(b"z" * 200_000)        # more than the socket takes at once
+        transport.abort()
+        await proto.lost
+
+        sock = socket.create_connection(("127.0.0.1", tcp_port))
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+        sock.send(b"x" * 1000)
+        sock.close()                           # a reset, from the server's view
+
+        with contextlib.suppress(ConnectionRefusedError):
+            await loop.create_connection(asyncio.Protocol, "127.0.0.1", refused_port)
+    await asyncio.sleep(0.01)
+
+
+@pytest.mark.timeout(120)
+def test_error_paths_and_less_common_transport_calls_do_not_leak(loop, tmp_path):
+    payload = tmp_path / "payload"
+    payload.write_bytes(b"p" * 5000)
+    unix_path = str(tmp_path / "sock")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        refused_port = probe.getsockname()[1]     # closed again: nobody listens
+    errors = []
+    loop.set_exception_handler(lambda loop, context: errors.append(type(context.get("exception"))))
+
+    async def main():
+        server = await loop.create_server(_EchoOrRaise, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        unix_server = await loop.create_unix_server(_BufferedEcho, unix_path)
+        with open(payload, "rb") as f:
+            await _edge_round(loop, port, unix_path, refused_port, f, 30)   # warm up
+            before = _blocks()
+            await _edge_round(loop, port, unix_path, refused_port, f, 200)
+        await asyncio.sleep(0.05)
+        growth = _blocks() - before
+        for s in (server, unix_server):
+            s.close()
+            await s.wait_closed()
+        return growth
+
+    growth = loop.run_until_complete(asyncio.wait_for(main(), 100))
+    assert errors and set(errors) == {RuntimeError}   # only the protocol's raise
+    # A transport, handle, buffer or exception leaked per round would be 200+
+    # (measured: about 0 on every loop).
+    assert growth < 100, f"{growth} more memory blocks after 200 rounds"
