@@ -59,7 +59,8 @@ static inline int eventfd(unsigned int v, int flags) { (void)v; (void)flags; err
 /* kqueue: macOS and the BSDs; on Linux only through libkqueue, an emulation
  * on top of epoll that a build may link (FASTLOOP_LIBKQUEUE=<prefix>, see
  * setup.py) so that the kqueue backend can be tested there. Elsewhere the
- * stand-ins fail with ENOSYS.
+ * stand-ins fail with ENOSYS, and so they do where the kqueue has no
+ * EV_RECEIPT (which interest changes rely on: see _poller.pyx).
  *
  * FL_KQUEUE_INHERITED: whether a forked child gets the parent's queue. A
  * kernel kqueue is not inherited (the child's copy of the fd number is
@@ -71,6 +72,8 @@ static inline int eventfd(unsigned int v, int flags) { (void)v; (void)flags; err
 #include <fcntl.h>
 #include <unistd.h>
 #include <sys/event.h>
+#endif
+#if defined(EV_SET) && defined(EV_RECEIPT)
 #define FL_HAVE_KQUEUE 1
 #ifdef FL_USE_LIBKQUEUE
 #define FL_KQUEUE_INHERITED 1
@@ -116,18 +119,25 @@ static inline int fl_kevent_wait(int kq, fl_kevent *events, int n, int timeout_m
     ts.tv_nsec = (long)(timeout_ms % 1000) * 1000000L;
     return kevent(kq, NULL, 0, events, n, timeout_ms < 0 ? NULL : &ts);
 }
+/* Every change carries EV_RECEIPT, so the call reports one receipt per
+ * change and no events; the zero timeout is a guard: it never blocks. */
 static inline int fl_kevent_apply(int kq, const fl_kevent *changes, int n, fl_kevent *receipts) {
-    return kevent(kq, changes, n, receipts, n, NULL);
+    struct timespec zero = {0, 0};
+    return kevent(kq, changes, n, receipts, n, &zero);
 }
 #else
 #define FL_HAVE_KQUEUE 0
 #define FL_KQUEUE_INHERITED 0
+#ifndef EVFILT_READ
 #define EVFILT_READ (-1)
 #define EVFILT_WRITE (-2)
 #define EV_ADD 0x0001
 #define EV_DELETE 0x0002
-#define EV_RECEIPT 0x0040
 #define EV_ERROR 0x4000
+#endif
+#ifndef EV_RECEIPT
+#define EV_RECEIPT 0x0040
+#endif
 typedef struct { uintptr_t ident; short filter; unsigned short flags; unsigned int fflags;
                  intptr_t data; void *udata; } fl_kevent;
 static inline int fl_kqueue(void) { errno = ENOSYS; return -1; }
