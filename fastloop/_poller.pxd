@@ -1,8 +1,9 @@
 # Contract of the OS readiness interface used by the loop core.
 #
-# Interest and readiness are bit masks of READABLE and WRITABLE. Errors and
-# hang-ups are reported as both, as the selectors module does, so that whoever
-# waits on the fd gets to see the error.
+# Interest and readiness are bit masks of READABLE and WRITABLE. epoll and
+# poll report errors and hang-ups as both, as the selectors module does, so
+# that whoever waits on the fd gets to see the error; kqueue reports them on
+# the filters that are registered (EV_EOF), as selectors.KqueueSelector does.
 
 cdef enum:
     READABLE = 1

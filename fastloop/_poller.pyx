@@ -1,8 +1,8 @@
 """OS readiness polling: epoll (Linux), kqueue (macOS, the BSDs) and poll().
 
-Both present the small interface declared in _poller.pxd. Which one a loop
+All present the small interface declared in _poller.pxd. Which one a loop
 uses is chosen by new_poller(): by name, or by default the best the platform
-has. Both are level-triggered, like the selectors module asyncio uses.
+has. All are level-triggered, like the selectors module asyncio uses.
 """
 from libc.stdlib cimport realloc, free
 from libc.string cimport strerror
