@@ -156,7 +156,8 @@ cdef class EpollPoller(Poller):
         free(self.kernel_events)
 
     cdef int reinit(self, bint after_fork) except -1:
-        # A forked child shares the parent's epoll instance: close its fd.
+        # Close the old instance's fd in either case: a forked child shares
+        # the parent's epoll instance through it.
         if self.epfd >= 0:
             close_fd(self.epfd)
         self.epfd = epoll_create1(EPOLL_CLOEXEC)
