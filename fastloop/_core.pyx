@@ -1025,6 +1025,12 @@ cdef class LoopCore(LoopBase):
     def _stopping(self):
         return self.stopping
 
+    @_stopping.setter
+    def _stopping(self, value):
+        # Sanic (and its test client) clears a pending stop this way after
+        # run_forever() returns, as asyncio's attribute allows.
+        self.stopping = value
+
     @property
     def _closed(self):                 # read by test fixtures and libraries
         return self.closed

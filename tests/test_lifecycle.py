@@ -150,6 +150,29 @@ def test_stop_lets_current_iteration_finish(loop):
     assert ran == ["first", "same iteration", "next iteration"]
 
 
+
+def test_clearing_loop_stopping_cancels_a_pending_stop(loop):
+    # Sanic and its test client reset asyncio's attribute after a run that a
+    # second stop() request may have outlived, then run the loop again.
+    ran = []
+    loop.call_soon(loop.stop)
+    loop.run_forever()
+    loop.stop()
+    assert loop._stopping is True
+    loop._stopping = False
+    assert loop._stopping is False
+    assert loop.run_until_complete(asyncio.sleep(0.01, "ran to the end")) == "ran to the end"
+
+    # Set while running, it stops the loop as stop() does.
+    def first():
+        ran.append("first")
+        loop._stopping = True
+        loop.call_soon(ran.append, "next iteration")
+    loop.call_soon(first)
+    loop.run_forever()
+    assert ran == ["first"]
+    assert loop._stopping is False
+
 # --------------------------------------------------------- nested running
 
 # Python 3.13.0's asyncio has a bug: a nested run_forever() that correctly
