@@ -150,7 +150,6 @@ def test_stop_lets_current_iteration_finish(loop):
     assert ran == ["first", "same iteration", "next iteration"]
 
 
-
 def test_clearing_loop_stopping_cancels_a_pending_stop(loop):
     # Sanic and its test client reset asyncio's attribute after a run that a
     # second stop() request may have outlived, then run the loop again.
@@ -172,6 +171,7 @@ def test_clearing_loop_stopping_cancels_a_pending_stop(loop):
     loop.run_forever()
     assert ran == ["first"]
     assert loop._stopping is False
+
 
 # --------------------------------------------------------- nested running
 
