@@ -12,6 +12,8 @@ import weakref
 
 import pytest
 
+from helpers import RecordingProtocol
+
 pytestmark = pytest.mark.timeout(120)
 
 VAR = contextvars.ContextVar("VAR", default=0)
@@ -185,30 +187,14 @@ class _BufferedEcho(asyncio.BufferedProtocol):
         self.transport.write(bytes(self.buffer[:nbytes]))
 
 
-class _Collect(asyncio.Protocol):
-    def __init__(self, keep_open=True):
-        self.data = bytearray()
-        self.keep_open = keep_open
-        self.lost = asyncio.get_running_loop().create_future()
-
-    def data_received(self, data):
-        self.data += data
-
-    def eof_received(self):
-        return self.keep_open                # True: half-closed, still open
-
-    def connection_lost(self, exc):
-        if not self.lost.done():
-            self.lost.set_result(exc)
-
-
 async def _edge_round(loop, tcp_port, unix_path, refused_port, payload_file, n):
     # The less travelled paths of the C transports: errors raised by the
     # protocol, resets, abort() with writes pending, half-close, writelines,
     # BufferedProtocol with a tiny buffer over a unix socket, sendfile(),
     # pause/resume_reading, set_protocol() and refused connections.
     for _ in range(n):
-        transport, proto = await loop.create_unix_connection(_Collect, unix_path)
+        transport, proto = await loop.create_unix_connection(
+            lambda: RecordingProtocol(loop), unix_path)
         transport.writelines([b"a" * 50, b"b" * 50])
         transport.pause_reading()
         transport.resume_reading()
@@ -219,11 +205,12 @@ async def _edge_round(loop, tcp_port, unix_path, refused_port, payload_file, n):
         await proto.lost
 
         transport, proto = await loop.create_connection(
-            lambda: _Collect(keep_open=False), "127.0.0.1", tcp_port)
+            lambda: RecordingProtocol(loop), "127.0.0.1", tcp_port)
         transport.write(b"raise")              # the server's protocol raises: closed
         await proto.lost
 
-        transport, proto = await loop.create_connection(_Collect, "127.0.0.1", tcp_port)
+        transport, proto = await loop.create_connection(
+            lambda: RecordingProtocol(loop), "127.0.0.1", tcp_port)
         await loop.sendfile(transport, payload_file, fallback=False)
         transport.set_protocol(proto)
         transport.write(b"z" * 200_000)        # more than the socket takes at once
