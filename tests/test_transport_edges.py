@@ -137,6 +137,78 @@ def test_writelines_after_write_eof(loop, sockpair):
     assert events == [("RuntimeError", f"Cannot call {method}() after write_eof()")]
 
 
+def skip_on_buggy_writelines(impl, issue):
+    """3.12/3.13's asyncio writelines() has bugs CPython fixed later (README,
+    known differences); fastloop behaves as the fixed asyncio does."""
+    if impl == "asyncio" and sys.version_info >= (3, 12):
+        pytest.skip(f"asyncio's writelines() on Python 3.12+ before CPython {issue} was fixed")
+
+
+async def read_to_eof(loop, sock):
+    data = b""
+    while chunk := await loop.sock_recv(sock, 65536):
+        data += chunk
+    return data
+
+
+def test_writelines_with_an_empty_piece_then_close(loop, sockpair, impl):
+    skip_on_buggy_writelines(impl, "gh-155888")
+    a, b = sockpair
+    events = []
+
+    async def main():
+        tr = await transport_on(loop, a, Recorder(loop, events))
+        tr.writelines([b"hello", b""])
+        tr.close()
+        return await read_to_eof(loop, b)
+
+    assert run(loop, main()) == b"hello"
+    assert events == [("lost", "NoneType")]
+
+
+def test_writelines_after_close_is_sent_before_the_eof(loop, sockpair, impl):
+    # close() with writes pending waits for them; what is written meanwhile
+    # goes out too, before the EOF.
+    skip_on_buggy_writelines(impl, "gh-115514")
+    a, b = sockpair
+    events = []
+
+    async def main():
+        tr = await transport_on(loop, a, Recorder(loop, events))
+        tr.set_write_buffer_limits(high=1 << 30)
+        tr.write(b"x" * 2_000_000)          # more than the socket buffers hold
+        tr.close()
+        tr.writelines([b"y", b"z"])
+        data = await read_to_eof(loop, b)
+        await spin(3)
+        return data
+
+    assert run(loop, main()) == b"x" * 2_000_000 + b"yz"
+    assert events == [("lost", "NoneType")]
+
+
+def test_writelines_after_the_connection_was_lost_is_counted(loop, sockpair, impl, caplog):
+    # As write() after the connection was lost: dropped, and logged from the
+    # fifth call on.
+    skip_on_buggy_writelines(impl, "gh-136234")
+    a, b = sockpair
+    events = []
+
+    async def main():
+        tr = await transport_on(loop, a, Recorder(loop, events))
+        b.close()
+        tr.write(b"x")              # meets the broken pipe
+        await spin(3)
+        for _ in range(9):
+            tr.writelines([b"y"])
+        await spin(3)
+
+    with caplog.at_level(logging.WARNING, logger="asyncio"):
+        run(loop, main())
+    assert [r.getMessage() for r in caplog.records] == ["socket.send() raised exception."] * 5
+    assert [e for e in events if e[0] == "lost"] == [("lost", "BrokenPipeError")]
+
+
 def test_writelines_takes_any_contiguous_buffer(loop, sockpair):
     import array
     a, b = sockpair
