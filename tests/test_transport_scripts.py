@@ -1,16 +1,17 @@
-"""Random scripts of stream-transport operations, run on stdlib asyncio and
-on fastloop (each poller): what the protocol is told, the transport's state
-after every step, the errors the calls raise and the bytes each side gets
-must be the same.
+"""Random scripts of stream-transport operations, and of asyncio streams
+over them, run on stdlib asyncio and on fastloop (each poller): what the
+protocol is told, the transport's state after every step, what the calls
+return or raise and the bytes each side gets must be the same.
 
-A script is drawn from a seeded generator: server-side writes of many sizes
+A transport script is drawn from a seeded generator: server-side writes
 (past the write buffer's high-water mark and the kernel's buffers),
 writelines, pause/resume reading, buffer limits, write_eof, close, abort,
 and a protocol that closes, pauses, half-closes or raises from inside its
 data callback; the peer is a plain non-blocking socket that sends, reads
-some or all, half-closes, closes or resets. After each step the loop runs
-until nothing changes any more (every pending read and write has gone as
-far as the kernel lets it), so a step's outcome does not depend on timing.
+some or all, half-closes, closes or resets. A streams script (below) reads
+in every way a StreamReader can. After each step the loop runs until
+nothing changes any more (every pending read and write has gone as far as
+the kernel lets it), so a step's outcome does not depend on timing.
 
 What is recorded does not depend on how a loop splits the stream into
 reads (asyncio reads up to 256 KiB at a time, fastloop may read less):
@@ -35,6 +36,18 @@ pytestmark = pytest.mark.timeout(60)
 SEEDS = range(16)
 SNDBUF = RCVBUF = 64 * 1024     # fixed kernel buffers: no autotuning between runs
 
+# Sizes of the server's writes: what the kernel takes of them while the
+# peer does not read depends on how the sends were packed into buffers,
+# which differs between loops that write in different pieces. So writes are
+# either small enough that even 24 of them fit in the kernel's buffers
+# (SNDBUF and RCVBUF, each doubled by Linux) or far too large to, and the
+# peer's partial reads are too small to drain a large one: whether the write
+# buffer is empty, and when pause_writing() is called, never depends on
+# the last few hundred bytes.
+WRITE_SIZES = (1, 100, 5000, 2000000)
+PIECE_SIZES = (0, 1, 100, 5000)
+PEER_READ_SIZES = (1, 1000, 65536)
+
 # On 3.12+ asyncio's writelines() is its own code (it was write() of the
 # joined pieces), and the 3.12/3.13 releases here have bugs in it that
 # CPython has since fixed and fastloop does not have (README, known
@@ -46,11 +59,10 @@ SNDBUF = RCVBUF = 64 * 1024     # fixed kernel buffers: no autotuning between ru
 WRITELINES_IS_JOINED_WRITE = sys.version_info < (3, 12)
 
 # What a step does, and how its argument is drawn.
-WRITE_SIZES = (1, 100, 5000, 70000, 300000, 2000000)
 OPS = {
     "write": lambda r: r.choice(WRITE_SIZES),
     "write_empty": lambda r: None,
-    "writelines": lambda r: [r.choice((0, 1, 100, 5000, 70000)) for _ in range(r.randint(0, 4))],
+    "writelines": lambda r: [r.choice(PIECE_SIZES) for _ in range(r.randint(0, 4))],
     "pause_reading": lambda r: None,
     "resume_reading": lambda r: None,
     "limits": lambda r: r.choice(((None, None), (0, 0), (100, 10), (100000, 1000), (1 << 20, None))),
@@ -60,8 +72,8 @@ OPS = {
     "set_protocol": lambda r: None,
     "extra_info": lambda r: None,
     "in_callback": lambda r: r.choice(("close", "pause_reading", "write_eof", "raise")),
-    "peer_send": lambda r: r.choice(WRITE_SIZES),
-    "peer_recv": lambda r: r.choice((1, 1000, 65536, 500000)),
+    "peer_send": lambda r: r.choice((1, 100, 5000, 70000, 300000, 2000000)),
+    "peer_recv": lambda r: r.choice(PEER_READ_SIZES),
     "peer_recv_all": lambda r: None,
     "peer_shutdown": lambda r: None,
     "peer_close": lambda r: None,
@@ -153,13 +165,15 @@ class Peer:
         self.log = log
         self.sock = socket.socket()
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RCVBUF)
+        # Small sends leave at once, not when a (delayed) ACK comes back.
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.sock.connect(("127.0.0.1", port))
         self.sock.setblocking(False)
         self.address = self.sock.getsockname()
         self.closed = False
         self.received = 0
         self.crc = 0
-        self.eof = False
+        self.eof = self.reset = False
 
     def waiting(self):
         return -1 if self.closed else unread(self.sock)
@@ -172,8 +186,10 @@ class Peer:
             except BlockingIOError:
                 return
             except OSError as exc:
+                # How much arrived before a reset depends on how the kernel
+                # packed the sends: the count is not the loop's to match.
                 self.log.append(("peer_recv_error", type(exc).__name__))
-                self.eof = True
+                self.eof = self.reset = True
                 return
             if not data:
                 self.eof = True
@@ -187,7 +203,7 @@ class Peer:
             return
         if op == "peer_send":
             try:
-                self.log.append(("peer_sent", self.sock.send(b"p" * arg)))
+                self.log.append(("peer_sent", self.sock.send(b"p" * arg if type(arg) is int else arg)))
             except OSError as exc:
                 self.log.append(("peer_send_error", type(exc).__name__))
         elif op == "peer_recv":
@@ -206,14 +222,10 @@ class Peer:
             self.closed = True
 
 
-async def quiesce(proto, peer, log):
-    """Run the loop until the transport, the protocol and the peer's receive
-    queue stop changing: whatever the last step set going has happened."""
-    def state():
-        t = proto.transport
-        return (len(log), proto.received, peer.waiting(), t.get_write_buffer_size(),
-                t.is_closing(), t.is_reading())
-
+async def quiesce(state):
+    """Run the loop until state() stops changing: whatever the last step set
+    going has happened (every read and write has gone as far as the kernel
+    lets it)."""
     last, still = None, 0
     for _ in range(int(WAIT / 0.001)):
         await spin(3)
@@ -223,7 +235,7 @@ async def quiesce(proto, peer, log):
             return
         last = now
         await asyncio.sleep(0.001)
-    raise AssertionError("the transport kept changing")
+    raise AssertionError("the connection kept changing")
 
 
 def written(step_index, size):
@@ -250,7 +262,12 @@ async def play(loop, seed):
             await asyncio.sleep(0.001)
         proto = protocols[0]
         transport = proto.transport
-        await quiesce(proto, peer, log)
+
+        def state():
+            return (len(log), proto.received, peer.waiting(), transport.get_write_buffer_size(),
+                    transport.is_closing(), transport.is_reading())
+
+        await quiesce(state)
         for i, (op, arg) in enumerate(steps):
             log.append(("step", op, arg))
             if op.startswith("peer_"):
@@ -281,7 +298,7 @@ async def play(loop, seed):
                         getattr(transport, op)()
                 except Exception as exc:
                     log.append(("raised", type(exc).__name__, str(exc)))
-            await quiesce(proto, peer, log)
+            await quiesce(state)
             log.append(("state", transport.is_closing(), transport.is_reading(),
                         transport.get_write_buffer_size() > 0, transport.get_write_buffer_limits()))
         if not peer.closed:
@@ -293,8 +310,8 @@ async def play(loop, seed):
                 if peer.eof:
                     break
                 await asyncio.sleep(0.001)
-            log.append(("peer_got", peer.received, peer.crc))
-        await quiesce(proto, peer, log)
+            log.append(("peer_got", "-" if peer.reset else (peer.received, peer.crc)))
+        await quiesce(state)
         if not transport.is_closing():
             transport.abort()
         await spin(3)
@@ -325,3 +342,185 @@ def test_random_transport_script_behaves_as_on_asyncio(loop, seed):
     got = loop.run_until_complete(asyncio.wait_for(play(loop, seed), 30))
     assert any(entry[0] == "connection_lost" for entry in got), "the script never closed"
     assert got == expected
+
+
+# ------------------------------------------------------------------ streams
+#
+# The same over asyncio's streams (start_server()), where fastloop feeds
+# the StreamReader in C (fastloop/_streams.pyx): reads of every kind,
+# separators, the limit, EOF, cancellation of a waiting read, and writes,
+# drain() and close() against a peer that reads or does not. The peer sends
+# at most twice the limit in all, so the reader never pauses the transport
+# (when it would is a matter of read sizes, tests/test_streams.py covers it).
+
+STREAM_OPS = {
+    "read": lambda r: r.choice((-1, 0, 1, 100, 5000, 100000)),
+    "readexactly": lambda r: r.choice((0, 1, 100, 5000, 100000)),
+    "readline": lambda r: None,
+    "readuntil": lambda r: r.choice((b"\n", b"XY")),
+    "write": lambda r: r.choice(WRITE_SIZES),
+    "drain": lambda r: None,
+    "write_eof": lambda r: None,
+    "close": lambda r: None,
+    "pause_reading": lambda r: None,
+    "resume_reading": lambda r: None,
+    # (bytes, a newline every so many of them, whether they end in b"XY")
+    "peer_send": lambda r: (r.choice((1, 100, 5000, 70000)), r.choice((None, 1, 50, 1000, 100000)),
+                            r.random() < 0.3),
+    "peer_recv": OPS["peer_recv"],
+    "peer_recv_all": OPS["peer_recv_all"],
+    "peer_shutdown": OPS["peer_shutdown"],
+    "peer_close": OPS["peer_close"],
+    "peer_reset": OPS["peer_reset"],
+}
+
+
+# How often each is drawn (1 if not named): mostly data and reads; the
+# steps that end the connection, rarely.
+STREAM_WEIGHTS = {"peer_send": 8, "read": 3, "readexactly": 3, "readline": 3, "readuntil": 3,
+                  "peer_close": 0.3, "peer_reset": 0.3, "close": 0.5}
+
+
+def make_stream_script(seed):
+    """(steps, the reader's limit)."""
+    r = random.Random(seed)
+    names = sorted(STREAM_OPS)
+    weights = [STREAM_WEIGHTS.get(name, 1) for name in names]
+    steps = []
+    for _ in range(r.randint(4, 30)):
+        op = r.choices(names, weights)[0]
+        steps.append((op, STREAM_OPS[op](r)))
+    return steps, r.choice((100, 1000, 70000))
+
+
+def lines(size, line_length, xy):
+    data = bytearray(b"s" * size)
+    if line_length:
+        data[line_length - 1::line_length] = b"\n" * len(range(line_length - 1, size, line_length))
+    if xy:
+        data[-2:] = b"XY"
+    return bytes(data)
+
+
+def outcome_of(task):
+    if task.cancelled():
+        return ("cancelled",)
+    exc = task.exception()
+    if exc is not None:
+        partial = getattr(exc, "partial", None)
+        return ("raised", type(exc).__name__, str(exc),
+                None if partial is None else (len(partial), zlib.crc32(partial)))
+    result = task.result()
+    return ("returned",) if result is None else ("returned", len(result), zlib.crc32(result))
+
+
+async def play_streams(loop, seed):
+    steps, limit = make_stream_script(seed)
+    log = []
+    loop.set_exception_handler(lambda lp, ctx: log.append(
+        ("exception_handler", ctx["message"], type(ctx.get("exception")).__name__)))
+    ends = []
+    server = await asyncio.start_server(lambda r, w: ends.append((r, w)), "127.0.0.1", 0, limit=limit)
+    peer = Peer(server.sockets[0].getsockname()[1], log)
+    reading = writing = None        # the reader's and the writer's waiting calls
+    budget = 2 * limit
+    try:
+        while not ends:
+            await asyncio.sleep(0.001)
+        reader, writer = ends[0]
+        transport = writer.transport
+        transport.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SNDBUF)
+
+        def state():
+            return (len(log), len(reader._buffer), reading is None or reading.done(),
+                    writing is None or writing.done(), peer.waiting(),
+                    transport.get_write_buffer_size(), transport.is_closing())
+
+        def settled(task, name):
+            """Log a waiting call that finished; None if it did."""
+            if task is not None and task.done():
+                log.append((name, outcome_of(task)))
+                return None
+            return task
+
+        async def replace(task, name, coro):
+            """Start coro, cancelling the waiting call it replaces."""
+            if task is not None:
+                task.cancel()
+                await spin(2)
+                settled(task, name)
+            return loop.create_task(coro)
+
+        await quiesce(state)
+        for i, (op, arg) in enumerate(steps):
+            log.append(("step", op, arg))
+            if op == "peer_send":
+                data = lines(*arg)
+                if len(data) > budget:
+                    continue
+                budget -= len(data)
+                peer.do(op, data)
+            elif op.startswith("peer_"):
+                peer.do(op, arg)
+            elif op in ("read", "readexactly", "readuntil"):
+                reading = await replace(reading, "reading", getattr(reader, op)(arg))
+            elif op == "readline":
+                reading = await replace(reading, "reading", reader.readline())
+            elif op == "drain":
+                writing = await replace(writing, "writing", writer.drain())
+            elif op == "close":
+                writer.close()
+                writing = await replace(writing, "writing", writer.wait_closed())
+            else:
+                try:
+                    if op == "write":
+                        writer.write(written(i, arg))
+                    elif op == "write_eof":
+                        writer.write_eof()
+                    else:
+                        getattr(transport, op)()
+                except Exception as exc:
+                    log.append(("raised", type(exc).__name__, str(exc)))
+            await quiesce(state)
+            reading = settled(reading, "reading")
+            writing = settled(writing, "writing")
+            log.append(("state", reader.at_eof(), len(reader._buffer), transport.is_closing(),
+                        transport.is_reading(), transport.get_write_buffer_size() > 0))
+        if not peer.closed:
+            writer.close()
+            for _ in range(int(WAIT / 0.001)):
+                peer.read(1 << 40)
+                if peer.eof:
+                    break
+                await asyncio.sleep(0.001)
+            log.append(("peer_got", "-" if peer.reset else (peer.received, peer.crc)))
+        writer.close()
+        writing = await replace(writing, "writing", writer.wait_closed())
+        await quiesce(state)
+        for task, name in ((reading, "reading"), (writing, "writing")):
+            if task is not None:
+                task.cancel()
+                await spin(2)
+                settled(task, name)
+    finally:
+        if not peer.closed:
+            peer.sock.close()
+        server.close()
+        await server.wait_closed()
+    return log
+
+
+STREAM_REFERENCE = {}
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_random_stream_script_behaves_as_on_asyncio(loop, seed):
+    if seed not in STREAM_REFERENCE:
+        reference = asyncio.SelectorEventLoop()
+        try:
+            STREAM_REFERENCE[seed] = reference.run_until_complete(
+                asyncio.wait_for(play_streams(reference, seed), 30))
+        finally:
+            reference.close()
+    got = loop.run_until_complete(asyncio.wait_for(play_streams(loop, seed), 30))
+    assert got == STREAM_REFERENCE[seed]
