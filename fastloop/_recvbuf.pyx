@@ -16,8 +16,9 @@ the data, so that nothing is copied:
   the read lands in the READ_SIZE spare buffer, which is handed over shrunk
   in place (realloc, no copy) and takes a slot; a new spare buffer is
   allocated then. A read that fills the reused object may have left data in
-  the socket: the poller reports it again, and that next read goes into the
-  spare buffer so that its object can grow.
+  the socket: it goes on in the spare buffer (behind a copy of what the
+  object got), so that a read returns what one recv() of the caller's limit
+  would, as asyncio's does.
 - Small reads are copied out of the buffer they landed in, into the bytes
   object of the previous small read under the same rule (unreferenced, at
   least half filled), else into a new one. A 1 KiB bytes object is too big for
@@ -96,16 +97,30 @@ cdef Slot last_small = Slot()           # the last small read's bytes object
 cdef ssize_t read_some(int fd, Py_ssize_t limit) except -2:
     global spare, read_into
     cdef Slot slot = None
+    cdef ssize_t n, more
     if first.reusable(limit):
         slot = first
     elif second.reusable(limit):
         slot = second
     read_into = slot
     if slot is not None:
-        return recv(fd, PyBytes_AS_STRING(slot.obj), slot.capacity, 0)
+        n = recv(fd, PyBytes_AS_STRING(slot.obj), slot.capacity, 0)
+        if n < slot.capacity or n >= limit:
+            return n
     if spare is None:
         spare = PyBytes_FromStringAndSize(NULL, READ_SIZE)
-    return recv(fd, PyBytes_AS_STRING(spare), limit, 0)
+    if slot is None:
+        return recv(fd, PyBytes_AS_STRING(spare), limit, 0)
+    # The slot is full and the caller asked for more. One recv(limit) (what
+    # asyncio makes) would have brought whatever else is waiting in the same
+    # read, and callers count on that (a message sent at once arrives at
+    # once): go on in the spare buffer behind a copy of the slot's data,
+    # which is then handed over as a larger object that takes a slot.
+    read_into = None
+    memcpy(PyBytes_AS_STRING(spare), PyBytes_AS_STRING(slot.obj), n)
+    more = recv(fd, PyBytes_AS_STRING(spare) + n, limit - n, 0)
+    # Nothing more (EAGAIN), EOF or an error: the next read meets it.
+    return n + more if more > 0 else n
 
 
 cdef char* last_read_data() noexcept:

@@ -184,7 +184,7 @@ cdef ssize_t feed_stream_reader(object protocol, int fd, Py_ssize_t* hint,
 
     Returns the count, 0 at EOF, -1 with *err set if recv() failed, -2 if
     the reader cannot be fed here (nothing was read: call data_received())."""
-    cdef ssize_t n
+    cdef ssize_t n, more
     cdef Py_ssize_t before, room
     # What fails before the recv() leaves the read to data_received(), which
     # meets it after the recv(), as asyncio's code does (at EOF, never).
@@ -214,13 +214,19 @@ cdef ssize_t feed_stream_reader(object protocol, int fd, Py_ssize_t* hint,
         PyByteArray_Resize(buf, before + room)
         n = recv(fd, PyByteArray_AS_STRING(buf) + before, room, 0)
         err[0] = errno
-        PyByteArray_Resize(buf, before + (n if n > 0 else 0))
-        if n == room:
-            # There may be more: make the next read larger.
-            hint[0] = min(2 * room, <Py_ssize_t>READ_SIZE)
+        if n == room and room < READ_SIZE:
+            # There may be more, which asyncio's recv(READ_SIZE) would have
+            # brought in the same read (a waiting read() returns it all):
+            # take it too, and make the next read larger.
+            PyByteArray_Resize(buf, before + READ_SIZE)
+            more = recv(fd, PyByteArray_AS_STRING(buf) + before + n, READ_SIZE - n, 0)
+            if more > 0:
+                n += more
+            hint[0] = min(max(2 * room, n), <Py_ssize_t>READ_SIZE)
         elif n > 0:
             # Follow a smaller read slowly: it may be part of a message.
             hint[0] = max(n, hint[0] - hint[0] // 8)
+        PyByteArray_Resize(buf, before + (n if n > 0 else 0))
     else:
         # Small ones are copied in from the shared receive buffer.
         n = read_some(fd, READ_SIZE)

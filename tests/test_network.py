@@ -2518,6 +2518,54 @@ def test_sock_recv_results_stay_as_received(loop, sockpair):
     assert all(h == hash(content) for h, content in hashed)
 
 
+# Message sizes around and above the read buffers fastloop reuses (a large
+# read's object is kept and read into again, an eighth larger than its data).
+AT_ONCE_SIZES = [5000, 70000, 100, 70000, 5000, 5700, 100000, 4096, 100000]
+
+
+@pytest.mark.parametrize("reader", ["transport", "sock_recv"])
+def test_a_message_sent_at_once_arrives_in_one_read(loop, reader):
+    """A message that is all in the socket when it is read comes in one
+    data_received() or sock_recv(), as one recv() of asyncio's 256 KiB (or
+    the sock_recv() size) brings it, whatever the sizes of the reads before:
+    programs count on that over loopback."""
+    got = []
+
+    class Server(asyncio.Protocol):
+        def data_received(self, data):
+            got.append(len(data))
+
+    async def main():
+        ours, peer = socket.socketpair()
+        with peer:
+            peer.setblocking(False)
+            if reader == "transport":
+                transport, _ = await loop.connect_accepted_socket(Server, ours)
+            else:
+                ours.setblocking(False)
+            sent = 0
+            for size in AT_ONCE_SIZES:
+                if reader == "sock_recv":
+                    pending = asyncio.ensure_future(loop.sock_recv(ours, 262144))
+                    await spin(2)
+                sent += peer.send(b"m" * size)
+                if reader == "sock_recv":
+                    got.append(len(await pending))
+                else:
+                    for _ in range(100):
+                        if sum(got) >= sent:
+                            break
+                        await asyncio.sleep(0)
+            if reader == "transport":
+                transport.close()
+            else:
+                ours.close()
+            await spin(2)
+
+    run(loop, main())
+    assert got == AT_ONCE_SIZES
+
+
 @pytest.mark.timeout(60)
 @pytest.mark.parametrize("reader", ["transport", "sock_recv"])
 def test_random_read_sizes_keep_every_delivered_object_intact(loop, reader):

@@ -572,6 +572,27 @@ def test_data_for_a_collected_reader_is_dropped(loop):
 
 
 @pytest.mark.timeout(30)
+def test_a_waiting_read_returns_all_of_a_message_sent_at_once(loop):
+    """A read() waiting when a message arrives returns all of it, as one of
+    asyncio's 256 KiB recv() calls brings it, whatever the sizes of the
+    reads before (fastloop sizes its reads into the buffer by those)."""
+    sizes = [5000, 70000, 100, 70000, 5000, 5700, 100000, 4096, 100000]
+
+    async def main():
+        reader, writer, peer = await connected()
+        got = []
+        for size in sizes:
+            pending = asyncio.ensure_future(reader.read(1 << 20))
+            await spin(2)
+            assert peer.send(b"m" * size) == size
+            got.append(len(await pending))
+        await close(writer, peer)
+        return got
+
+    assert run(loop, main()) == sizes
+
+
+@pytest.mark.timeout(30)
 def test_cancelled_read_leaves_the_data_for_the_next(loop):
     async def main():
         reader, writer, peer = await connected()

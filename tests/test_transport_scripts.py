@@ -524,3 +524,165 @@ def test_random_stream_script_behaves_as_on_asyncio(loop, seed):
             reference.close()
     got = loop.run_until_complete(asyncio.wait_for(play_streams(loop, seed), 30))
     assert got == STREAM_REFERENCE[seed]
+
+
+# ------------------------------------------------------------------ sock_*
+#
+# The same over the loop's socket operations on a connected TCP socket:
+# sock_recv(), sock_recv_into() and sock_sendall() that wait or not, are
+# cancelled, replaced, or meet a reader the program added on the same fd,
+# against the peer's sends, reads, half-close, close and reset. What the
+# peer has sent and the socket has not yet received stays under
+# SOCK_UNREAD_MAX, far below the socket's receive buffer, so that all of it
+# is always in that buffer: how much more the peer's kernel would let
+# through after each read depends on when the window updates go out.
+SOCK_RCVBUF = 1 << 20
+SOCK_UNREAD_MAX = 300000
+
+SOCK_OPS = {
+    "recv": lambda r: r.choice((1, 100, 5000, 100000)),
+    "recv_into": lambda r: r.choice((1, 100, 5000)),
+    "sendall": lambda r: r.choice(WRITE_SIZES),
+    "cancel_recv": lambda r: None,
+    "cancel_sendall": lambda r: None,
+    "add_reader": lambda r: None,
+    "remove_reader": lambda r: None,
+    "shutdown": lambda r: None,
+    "peer_send": OPS["peer_send"],
+    "peer_recv": OPS["peer_recv"],
+    "peer_recv_all": OPS["peer_recv_all"],
+    "peer_shutdown": OPS["peer_shutdown"],
+    "peer_close": OPS["peer_close"],
+    "peer_reset": OPS["peer_reset"],
+}
+SOCK_WEIGHTS = {"recv": 3, "recv_into": 2, "peer_send": 4, "peer_close": 0.3, "peer_reset": 0.3}
+
+
+def make_sock_script(seed):
+    r = random.Random(seed)
+    names = sorted(SOCK_OPS)
+    weights = [SOCK_WEIGHTS.get(name, 1) for name in names]
+    return [(op, SOCK_OPS[op](r)) for op in r.choices(names, weights, k=r.randint(4, 30))]
+
+
+async def play_sock(loop, seed):
+    log = []
+    loop.set_exception_handler(lambda lp, ctx: log.append(
+        ("exception_handler", ctx["message"], type(ctx.get("exception")).__name__)))
+    with socket.socket() as listener:
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, SOCK_RCVBUF)
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        peer = Peer(listener.getsockname()[1], log)
+        sock = listener.accept()[0]
+    sock.setblocking(False)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SNDBUF)
+    receiving = sending = None
+    sendall_cancelled = False
+    unreceived = 0          # what the peer sent that no receive returned yet
+
+    def user_reader():
+        log.append(("user_reader",))
+        loop.remove_reader(sock)
+
+    def state():
+        return (len(log), receiving is None or receiving.done(),
+                sending is None or sending.done(), peer.waiting(), unread(sock))
+
+    def settled(task, name):
+        nonlocal unreceived
+        if task is not None and task.done():
+            log.append((name, outcome_of(task)))
+            if name == "receiving" and not task.cancelled() and task.exception() is None:
+                unreceived -= len(task.result())
+            return None
+        return task
+
+    async def received_into(n):
+        buf = bytearray(n)
+        count = await loop.sock_recv_into(sock, buf)
+        return bytes(buf[:count])
+
+    try:
+        await quiesce(state)
+        for i, (op, arg) in enumerate(make_sock_script(seed)):
+            log.append(("step", op, arg))
+            if op == "peer_send":
+                if unreceived + arg > SOCK_UNREAD_MAX:
+                    continue
+                unreceived += arg
+                peer.do(op, arg)
+            elif op.startswith("peer_"):
+                peer.do(op, arg)
+            elif op in ("recv", "recv_into", "cancel_recv") and receiving is not None:
+                # A second receive while one waits: cancel the first, as a
+                # program must (asyncio gives no order between two).
+                receiving.cancel()
+                await spin(2)
+                receiving = settled(receiving, "receiving")
+            elif op in ("sendall", "cancel_sendall") and sending is not None:
+                sending.cancel()
+                sendall_cancelled = True
+                await spin(2)
+                sending = settled(sending, "sending")
+            if op == "recv":
+                receiving = loop.create_task(loop.sock_recv(sock, arg))
+            elif op == "recv_into":
+                receiving = loop.create_task(received_into(arg))
+            elif op == "sendall":
+                sending = loop.create_task(loop.sock_sendall(sock, written(i, arg)))
+            elif op == "add_reader":
+                loop.add_reader(sock, user_reader)
+            elif op == "remove_reader":
+                log.append(("removed", loop.remove_reader(sock)))
+            elif op == "shutdown":
+                try:
+                    sock.shutdown(socket.SHUT_WR)
+                except OSError as exc:
+                    log.append(("raised", type(exc).__name__))
+            await quiesce(state)
+            receiving = settled(receiving, "receiving")
+            sending = settled(sending, "sending")
+            log.append(("state", unread(sock)))
+        for task in (receiving, sending):
+            if task is not None:
+                task.cancel()
+                sendall_cancelled |= task is sending
+        await spin(3)
+        settled(receiving, "receiving")
+        settled(sending, "sending")
+        loop.remove_reader(sock)
+        if not peer.closed:
+            try:
+                sock.shutdown(socket.SHUT_WR)
+            except OSError:
+                pass
+            for _ in range(int(WAIT / 0.001)):
+                peer.read(1 << 40)
+                if peer.eof:
+                    break
+                await asyncio.sleep(0.001)
+            # A cancelled sock_sendall() sent what the kernel took of it.
+            log.append(("peer_got", "-" if peer.reset or sendall_cancelled
+                        else (peer.received, peer.crc)))
+    finally:
+        sock.close()
+        if not peer.closed:
+            peer.sock.close()
+    return log
+
+
+SOCK_REFERENCE = {}
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_random_sock_script_behaves_as_on_asyncio(loop, seed):
+    if seed not in SOCK_REFERENCE:
+        reference = asyncio.SelectorEventLoop()
+        try:
+            SOCK_REFERENCE[seed] = reference.run_until_complete(
+                asyncio.wait_for(play_sock(reference, seed), 30))
+        finally:
+            reference.close()
+    got = loop.run_until_complete(asyncio.wait_for(play_sock(loop, seed), 30))
+    assert got == SOCK_REFERENCE[seed]
