@@ -173,7 +173,14 @@ class Peer:
         self.closed = False
         self.received = 0
         self.crc = 0
-        self.eof = self.reset = False
+        self.eof = False
+        # Whether what arrives is known to the byte: not after a reset, or
+        # after a send was abandoned half-way (how much of it the kernel
+        # had taken depends on how it packed the sends).
+        self.exact = True
+
+    def counts(self):
+        return (self.received, self.crc) if self.exact else "-"
 
     def waiting(self):
         return -1 if self.closed else unread(self.sock)
@@ -189,11 +196,12 @@ class Peer:
                 # How much arrived before a reset depends on how the kernel
                 # packed the sends: the count is not the loop's to match.
                 self.log.append(("peer_recv_error", type(exc).__name__))
-                self.eof = self.reset = True
+                self.eof = True
+                self.exact = False
                 return
             if not data:
                 self.eof = True
-                self.log.append(("peer_eof", self.received, self.crc))
+                self.log.append(("peer_eof", self.counts()))
             got += len(data)
             self.received += len(data)
             self.crc = zlib.crc32(data, self.crc)
@@ -310,7 +318,7 @@ async def play(loop, seed):
                 if peer.eof:
                     break
                 await asyncio.sleep(0.001)
-            log.append(("peer_got", "-" if peer.reset else (peer.received, peer.crc)))
+            log.append(("peer_got", peer.counts()))
         await quiesce(state)
         if not transport.is_closing():
             transport.abort()
@@ -493,7 +501,7 @@ async def play_streams(loop, seed):
                 if peer.eof:
                     break
                 await asyncio.sleep(0.001)
-            log.append(("peer_got", "-" if peer.reset else (peer.received, peer.crc)))
+            log.append(("peer_got", peer.counts()))
         writer.close()
         writing = await replace(writing, "writing", writer.wait_closed())
         await quiesce(state)
@@ -578,8 +586,11 @@ async def play_sock(loop, seed):
     sock.setblocking(False)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SNDBUF)
     receiving = sending = None
-    sendall_cancelled = False
     unreceived = 0          # what the peer sent that no receive returned yet
+    # A sock_sendall() abandoned half-way leaves the kernel's buffers full
+    # but for a few bytes that depend on how it packed the sends: whether a
+    # next send fits is not the loop's to match until the peer has read all.
+    sends_fit_unknown = False
 
     def user_reader():
         log.append(("user_reader",))
@@ -614,6 +625,7 @@ async def play_sock(loop, seed):
                 peer.do(op, arg)
             elif op.startswith("peer_"):
                 peer.do(op, arg)
+                sends_fit_unknown &= op != "peer_recv_all"
             elif op in ("recv", "recv_into", "cancel_recv") and receiving is not None:
                 # A second receive while one waits: cancel the first, as a
                 # program must (asyncio gives no order between two).
@@ -622,14 +634,15 @@ async def play_sock(loop, seed):
                 receiving = settled(receiving, "receiving")
             elif op in ("sendall", "cancel_sendall") and sending is not None:
                 sending.cancel()
-                sendall_cancelled = True
                 await spin(2)
                 sending = settled(sending, "sending")
+                peer.exact = False
+                sends_fit_unknown = True
             if op == "recv":
                 receiving = loop.create_task(loop.sock_recv(sock, arg))
             elif op == "recv_into":
                 receiving = loop.create_task(received_into(arg))
-            elif op == "sendall":
+            elif op == "sendall" and not sends_fit_unknown:
                 sending = loop.create_task(loop.sock_sendall(sock, written(i, arg)))
             elif op == "add_reader":
                 loop.add_reader(sock, user_reader)
@@ -647,7 +660,7 @@ async def play_sock(loop, seed):
         for task in (receiving, sending):
             if task is not None:
                 task.cancel()
-                sendall_cancelled |= task is sending
+        peer.exact &= sending is None
         await spin(3)
         settled(receiving, "receiving")
         settled(sending, "sending")
@@ -662,9 +675,7 @@ async def play_sock(loop, seed):
                 if peer.eof:
                     break
                 await asyncio.sleep(0.001)
-            # A cancelled sock_sendall() sent what the kernel took of it.
-            log.append(("peer_got", "-" if peer.reset or sendall_cancelled
-                        else (peer.received, peer.crc)))
+            log.append(("peer_got", peer.counts()))
     finally:
         sock.close()
         if not peer.closed:
