@@ -206,6 +206,13 @@ class Peer:
             self.received += len(data)
             self.crc = zlib.crc32(data, self.crc)
 
+    async def read_to_eof(self):
+        for _ in range(int(WAIT / 0.001)):
+            self.read(1 << 40)
+            if self.eof:
+                return
+            await asyncio.sleep(0.001)
+
     def do(self, op, arg):
         if self.closed:
             return
@@ -313,11 +320,7 @@ async def play(loop, seed):
             # Everything the transport still holds reaches the peer when it
             # reads and the transport is closed: nothing is lost.
             transport.close()
-            for _ in range(int(WAIT / 0.001)):
-                peer.read(1 << 40)
-                if peer.eof:
-                    break
-                await asyncio.sleep(0.001)
+            await peer.read_to_eof()
             log.append(("peer_got", peer.counts()))
         await quiesce(state)
         if not transport.is_closing():
@@ -331,22 +334,22 @@ async def play(loop, seed):
     return log
 
 
-REFERENCE = {}      # seed -> the log asyncio's loop wrote
+REFERENCE = {}      # (script kind, seed) -> the log asyncio's loop wrote
 
 
-def asyncio_log(seed):
-    if seed not in REFERENCE:
+def asyncio_log(play, seed):
+    if (play, seed) not in REFERENCE:
         loop = asyncio.SelectorEventLoop()
         try:
-            REFERENCE[seed] = loop.run_until_complete(asyncio.wait_for(play(loop, seed), 30))
+            REFERENCE[play, seed] = loop.run_until_complete(asyncio.wait_for(play(loop, seed), 30))
         finally:
             loop.close()
-    return REFERENCE[seed]
+    return REFERENCE[play, seed]
 
 
 @pytest.mark.parametrize("seed", SEEDS)
 def test_random_transport_script_behaves_as_on_asyncio(loop, seed):
-    expected = asyncio_log(seed)
+    expected = asyncio_log(play, seed)
     got = loop.run_until_complete(asyncio.wait_for(play(loop, seed), 30))
     assert any(entry[0] == "connection_lost" for entry in got), "the script never closed"
     assert got == expected
@@ -496,11 +499,7 @@ async def play_streams(loop, seed):
                         transport.is_reading(), transport.get_write_buffer_size() > 0))
         if not peer.closed:
             writer.close()
-            for _ in range(int(WAIT / 0.001)):
-                peer.read(1 << 40)
-                if peer.eof:
-                    break
-                await asyncio.sleep(0.001)
+            await peer.read_to_eof()
             log.append(("peer_got", peer.counts()))
         writer.close()
         writing = await replace(writing, "writing", writer.wait_closed())
@@ -518,20 +517,10 @@ async def play_streams(loop, seed):
     return log
 
 
-STREAM_REFERENCE = {}
-
-
 @pytest.mark.parametrize("seed", SEEDS)
 def test_random_stream_script_behaves_as_on_asyncio(loop, seed):
-    if seed not in STREAM_REFERENCE:
-        reference = asyncio.SelectorEventLoop()
-        try:
-            STREAM_REFERENCE[seed] = reference.run_until_complete(
-                asyncio.wait_for(play_streams(reference, seed), 30))
-        finally:
-            reference.close()
     got = loop.run_until_complete(asyncio.wait_for(play_streams(loop, seed), 30))
-    assert got == STREAM_REFERENCE[seed]
+    assert got == asyncio_log(play_streams, seed)
 
 
 # ------------------------------------------------------------------ sock_*
@@ -670,11 +659,7 @@ async def play_sock(loop, seed):
                 sock.shutdown(socket.SHUT_WR)
             except OSError:
                 pass
-            for _ in range(int(WAIT / 0.001)):
-                peer.read(1 << 40)
-                if peer.eof:
-                    break
-                await asyncio.sleep(0.001)
+            await peer.read_to_eof()
             log.append(("peer_got", peer.counts()))
     finally:
         sock.close()
@@ -683,17 +668,7 @@ async def play_sock(loop, seed):
     return log
 
 
-SOCK_REFERENCE = {}
-
-
 @pytest.mark.parametrize("seed", SEEDS)
 def test_random_sock_script_behaves_as_on_asyncio(loop, seed):
-    if seed not in SOCK_REFERENCE:
-        reference = asyncio.SelectorEventLoop()
-        try:
-            SOCK_REFERENCE[seed] = reference.run_until_complete(
-                asyncio.wait_for(play_sock(reference, seed), 30))
-        finally:
-            reference.close()
     got = loop.run_until_complete(asyncio.wait_for(play_sock(loop, seed), 30))
-    assert got == SOCK_REFERENCE[seed]
+    assert got == asyncio_log(play_sock, seed)
