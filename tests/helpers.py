@@ -1,8 +1,11 @@
 """Small helpers shared by the network and platform test modules."""
 import asyncio
+import fcntl
 import gc
 import socket
+import struct
 import sys
+import termios
 
 WAIT = 10.0     # generous bound for anything that should happen at once
 
@@ -82,3 +85,39 @@ class RecordingProtocol(asyncio.Protocol):
         self.events.append("resume_writing")
         if not self.resumed.done():
             self.resumed.set_result(None)
+
+
+# Random-script tests (tests/test_*_scripts.py): shared pieces.
+
+def unread(sock):
+    """Bytes waiting in sock's receive queue."""
+    return struct.unpack("i", fcntl.ioctl(sock, termios.FIONREAD, b"\0\0\0\0"))[0]
+
+
+async def quiesce(state):
+    """Run the loop until state() stops changing: whatever the last step set
+    going has happened (every read and write has gone as far as the kernel
+    lets it)."""
+    last, still = None, 0
+    for _ in range(int(WAIT / 0.001)):
+        await spin(3)
+        now = state()
+        still = still + 1 if now == last else 0
+        if still == 3:
+            return
+        last = now
+        await asyncio.sleep(0.001)
+    raise AssertionError("the connection kept changing")
+
+
+REFERENCE = {}      # (script kind, seed) -> the log asyncio's loop wrote
+
+
+def asyncio_log(play, seed):
+    if (play, seed) not in REFERENCE:
+        loop = asyncio.SelectorEventLoop()
+        try:
+            REFERENCE[play, seed] = loop.run_until_complete(asyncio.wait_for(play(loop, seed), 30))
+        finally:
+            loop.close()
+    return REFERENCE[play, seed]

@@ -19,17 +19,15 @@ once the protocol has acted on one chunk (closed, paused, raised), the byte
 counts after that are left out.
 """
 import asyncio
-import fcntl
 import random
 import socket
 import struct
 import sys
-import termios
 import zlib
 
 import pytest
 
-from helpers import WAIT, spin
+from helpers import WAIT, asyncio_log, quiesce, spin, unread
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -153,11 +151,6 @@ class BufferedScriptProtocol(ScriptProtocol, asyncio.BufferedProtocol):
         self.data_received(bytes(self.buffer[:nbytes]))
 
 
-def unread(sock):
-    """Bytes waiting in sock's receive queue."""
-    return struct.unpack("i", fcntl.ioctl(sock, termios.FIONREAD, b"\0\0\0\0"))[0]
-
-
 class Peer:
     """The client end: a plain non-blocking socket, driven by the script."""
 
@@ -235,22 +228,6 @@ class Peer:
                 self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
             self.sock.close()
             self.closed = True
-
-
-async def quiesce(state):
-    """Run the loop until state() stops changing: whatever the last step set
-    going has happened (every read and write has gone as far as the kernel
-    lets it)."""
-    last, still = None, 0
-    for _ in range(int(WAIT / 0.001)):
-        await spin(3)
-        now = state()
-        still = still + 1 if now == last else 0
-        if still == 3:
-            return
-        last = now
-        await asyncio.sleep(0.001)
-    raise AssertionError("the connection kept changing")
 
 
 def written(step_index, size):
@@ -332,19 +309,6 @@ async def play(loop, seed):
         server.close()
         await server.wait_closed()
     return log
-
-
-REFERENCE = {}      # (script kind, seed) -> the log asyncio's loop wrote
-
-
-def asyncio_log(play, seed):
-    if (play, seed) not in REFERENCE:
-        loop = asyncio.SelectorEventLoop()
-        try:
-            REFERENCE[play, seed] = loop.run_until_complete(asyncio.wait_for(play(loop, seed), 30))
-        finally:
-            loop.close()
-    return REFERENCE[play, seed]
 
 
 @pytest.mark.parametrize("seed", SEEDS)
