@@ -8,12 +8,13 @@ keeps asyncio.Server's count (or, from 3.13, set) of its connections in C
 (fastloop/_servers.pyx), while the Server object itself is asyncio's; the
 scripts check the two stay in step. A script creates a server (serving at
 once or not, in debug mode or not) and draws steps from: clients that
-connect, send, half-close, close or reset; the server side writing to,
-closing or aborting a connection; server.close(), wait_closed(),
-start_serving(), serve_forever() and its cancellation, close_clients() and
-abort_clients() (3.13); a protocol factory that raises, and a
-connection_made() that raises or closes its transport. After each step
-the loop runs until nothing changes, so outcomes do not depend on timing.
+connect (one or three at a time), send, half-close, close or reset; the
+server side writing to, closing or aborting a connection; server.close(),
+wait_closed(), start_serving(), serve_forever() and its cancellation,
+close_clients() and abort_clients() (3.13); a protocol factory that
+raises, and a connection_made() that raises or closes its transport.
+After each step the loop runs until nothing changes, so outcomes do not
+depend on timing.
 
 Clients connect with a blocking connect(), which the kernel completes from
 the listening socket's backlog whether or not the server accepts yet; the
@@ -37,11 +38,11 @@ from helpers import asyncio_log, quiesce, spin, unread
 pytestmark = pytest.mark.timeout(60)
 
 SEEDS = range(16)
-MAX_CLIENTS = 8
+MAX_CLIENTS = 10
 HAS_CLIENT_CONTROL = sys.version_info >= (3, 13)      # close_clients(), abort_clients()
 
 SERVER_OPS = {
-    "connect": 4, "client_send": 4, "client_shutdown": 1, "client_close": 1, "client_reset": 1,
+    "connect": 4, "connect_burst": 1, "client_send": 4, "client_shutdown": 1, "client_close": 1, "client_reset": 1,
     "conn_write": 2, "conn_close": 1, "conn_abort": 1,
     "close": 0.3, "wait_closed": 1, "start_serving": 1, "serve_forever": 1,
     "cancel_serve_forever": 1, "state": 1,
@@ -227,6 +228,10 @@ async def play_server_steps(loop, seed):
             live = [p for p in protocols if p is not None]
             if op == "connect" and len(clients) < MAX_CLIENTS:
                 clients.append(Client(len(clients), address, log))
+            elif op == "connect_burst":
+                # Accepted in one wake-up of the server.
+                for _ in range(min(3, MAX_CLIENTS - len(clients))):
+                    clients.append(Client(len(clients), address, log))
             elif op.startswith("client_") and clients:
                 clients[k % len(clients)].do(op)
             elif op.startswith("conn_") and live:
