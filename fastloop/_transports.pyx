@@ -413,6 +413,11 @@ cdef class TransportBase(WriteSettler):
             self.writing_registered = False
             self.loop.clear_io_handle(self._sock_fd, WRITABLE)
 
+    cdef stop_all_writing(self):
+        """What asyncio's close() does with loop._remove_writer(fd): stop
+        the transport's writing and any other writer on its fd."""
+        self.stop_writing()
+
     cdef schedule_connection_made(self, protocol):
         """protocol.connection_made(self) in the next loop iteration, then
         reading starts (see ConnectionMade)."""
@@ -556,7 +561,7 @@ cdef class TransportBase(WriteSettler):
         self.stop_reading_now()
         if not self.buffer:
             self.conn_lost += 1
-            self.stop_writing()
+            self.stop_all_writing()
             self.call_soon(self._call_connection_lost, (None,))
 
     def abort(self):
@@ -1270,6 +1275,15 @@ cdef class SocketTransport(TransportBase):
             del buffer[:done]
         self.sent_of_first = n
         return True
+
+    cdef stop_all_writing(self):
+        self.stop_writing()
+        if self.empty_waiter is not None:
+            # A loop.sendfile() in progress waits with a writer of its own
+            # on the fd, which asyncio's close() removes too: that sendfile
+            # then never ends (as on asyncio), and no stale writer is left
+            # to fire for a later socket given the same fd.
+            self.loop._remove_writer(self._sock_fd)
 
     cdef drop_buffer(self):
         TransportBase.drop_buffer(self)

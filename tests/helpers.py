@@ -2,6 +2,7 @@
 import asyncio
 import fcntl
 import gc
+import selectors
 import socket
 import struct
 import sys
@@ -110,14 +111,28 @@ async def quiesce(state):
     raise AssertionError("the connection kept changing")
 
 
-REFERENCE = {}      # (script kind, seed) -> the log asyncio's loop wrote
+def message_of(ctx):
+    """An exception handler's message, but for the callback a raise came
+    out of, which each loop names its own way (asyncio's transport classes
+    are not fastloop's; fastloop's datagram transport's repr has its fd)."""
+    message = ctx["message"]
+    return "Exception in callback" if message.startswith("Exception in callback ") else message
 
 
-def asyncio_log(play, seed):
-    if (play, seed) not in REFERENCE:
-        loop = asyncio.SelectorEventLoop()
+REFERENCE = {}      # (script kind, seed, selector) -> the log asyncio's loop wrote
+
+
+def asyncio_log(play, seed, like=None):
+    """What play(loop, seed) logs on asyncio's loop; with `like`, a fastloop
+    loop, on asyncio's loop with the same kind of poller, where a script's
+    outcome depends on it (poll reports an fd closed while registered,
+    epoll and kqueue drop it)."""
+    poll = getattr(like, "_poller_name", None) == "poll"
+    key = play, seed, poll
+    if key not in REFERENCE:
+        loop = asyncio.SelectorEventLoop(selectors.PollSelector() if poll else None)
         try:
-            REFERENCE[play, seed] = loop.run_until_complete(asyncio.wait_for(play(loop, seed), 30))
+            REFERENCE[key] = loop.run_until_complete(asyncio.wait_for(play(loop, seed), 30))
         finally:
             loop.close()
-    return REFERENCE[play, seed]
+    return REFERENCE[key]

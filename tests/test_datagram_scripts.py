@@ -34,7 +34,7 @@ from asyncio import selector_events
 
 import pytest
 
-from helpers import WAIT, asyncio_log, quiesce, unread
+from helpers import WAIT, asyncio_log, message_of, quiesce, unread
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -333,14 +333,6 @@ class Script:
         for name in os.listdir(self.dir):
             os.unlink(self.path(name))
         os.rmdir(self.dir)
-
-
-def message_of(ctx):
-    """The handler's message, but for the callback a raise came out of,
-    which each loop describes its own way: asyncio by the name of the
-    transport's method, fastloop by the transport's repr (with its fd)."""
-    message = ctx["message"]
-    return "Exception in callback" if message.startswith("Exception in callback ") else message
 
 
 async def play_datagram(loop, seed):

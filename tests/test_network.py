@@ -20,6 +20,7 @@ import os
 import platform
 import pathlib
 import random
+import selectors
 import shutil
 import socket
 import sys
@@ -3415,6 +3416,59 @@ def test_loop_sendfile_not_available_without_fallback(loop):
 
     run(loop, main())
 
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("how", ["close", "abort"])
+def test_closing_a_transport_during_a_stalled_sendfile(loop, tmp_path, how):
+    """A native loop.sendfile() that waits for a peer that does not read,
+    when its transport closes: asyncio's close() removes the sendfile's
+    writer with the transport's own, so the call never ends (until
+    cancelled); after abort() it waits on a closed fd, which epoll drops
+    (it never ends) and poll reports (EBADF). fastloop does the same, and
+    after close() keeps no writer for the fd that a later socket given
+    the same fd could set off."""
+    path = tmp_path / "big"
+    path.write_bytes(b"x" * 8_000_000)
+
+    async def main():
+        made = loop.create_future()
+
+        class Proto(asyncio.Protocol):
+            def connection_made(self, transport):
+                made.set_result(transport)
+
+            def connection_lost(self, exc):
+                pass
+
+        srv = await loop.create_server(Proto, "127.0.0.1", 0)
+        # asyncio reports its own InvalidStateError from connection_lost
+        # (the sendfile's waiter was already done): not what is tested.
+        loop.set_exception_handler(lambda lp, ctx: None)
+        with socket.create_connection(srv.sockets[0].getsockname()) as peer, open(path, "rb") as f:
+            tr = await made
+            fd = tr.get_extra_info("socket").fileno()
+            task = loop.create_task(loop.sendfile(tr, f))
+            await asyncio.sleep(0.1)         # the kernel's buffers fill
+            assert not task.done()
+            getattr(tr, how)()
+            await asyncio.sleep(0.1)
+            poll = (getattr(loop, "_poller_name", None) == "poll"
+                    or type(getattr(loop, "_selector", None)) is selectors.PollSelector)
+            if how == "abort" and poll:
+                with pytest.raises(OSError) as caught:
+                    await task
+                assert caught.value.errno == errno.EBADF
+            else:
+                assert not task.done()
+                if how == "close":
+                    assert loop._remove_writer(fd) is False
+                task.cancel()
+                with pytest.raises(asyncio.CancelledError):
+                    await task
+        await close_server(srv)
+
+    run(loop, main())
 
 # ========================================================================= DNS
 
