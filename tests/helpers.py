@@ -119,7 +119,7 @@ def message_of(ctx):
     return "Exception in callback" if message.startswith("Exception in callback ") else message
 
 
-REFERENCE = {}      # (script kind, seed, selector) -> the log asyncio's loop wrote
+REFERENCE = {}      # (script kind, seed, whether poll) -> the log asyncio's loop wrote
 
 
 def asyncio_log(play, seed, like=None):
