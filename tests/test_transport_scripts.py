@@ -5,10 +5,11 @@ return or raise and the bytes each side gets must be the same.
 
 A transport script is drawn from a seeded generator: server-side writes
 (past the write buffer's high-water mark and the kernel's buffers),
-writelines, pause/resume reading, buffer limits, write_eof, close, abort,
-and a protocol that closes, pauses, half-closes or raises from inside its
-data callback; the peer is a plain non-blocking socket that sends, reads
-some or all, half-closes, closes or resets. A streams script (below) reads
+writelines, loop.sendfile(), pause/resume reading, buffer limits,
+write_eof, close, abort, and a protocol that closes, pauses, half-closes
+or raises from inside its data callback; the peer is a plain non-blocking
+socket that sends, reads some or all, half-closes, closes or resets. One
+seed in four runs it over a Unix socket instead of TCP. A streams script (below) reads
 in every way a StreamReader can. After each step the loop runs until
 nothing changes any more (every pending read and write has gone as far as
 the kernel lets it), so a step's outcome does not depend on timing.
@@ -19,7 +20,9 @@ once the protocol has acted on one chunk (closed, paused, raised), the byte
 counts after that are left out.
 """
 import asyncio
+import concurrent.futures
 import errno
+import os
 import random
 import socket
 import struct
@@ -35,6 +38,11 @@ pytestmark = pytest.mark.timeout(60)
 
 SEEDS = range(16)
 SNDBUF = RCVBUF = 64 * 1024     # fixed kernel buffers: no autotuning between runs
+# A Unix stream socket has no receive buffer: what waits unread is charged
+# to the sender's, with each send's overhead, so a larger one keeps the
+# small writes below (which fastloop may send as one where asyncio sends
+# several) far inside it, and 2 MB writes far beyond it.
+UNIX_SNDBUF = 256 * 1024
 
 # Sizes of the server's writes: what the kernel takes of them while the
 # peer does not read depends on how the sends were packed into buffers,
@@ -110,7 +118,7 @@ class ScriptProtocol(asyncio.Protocol):
 
     def connection_made(self, transport):
         self.transport = transport
-        transport.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SNDBUF)
+        set_sndbuf(transport.get_extra_info("socket"))
         self.log.append(("made",))
 
     def data_received(self, data):
@@ -159,19 +167,35 @@ class BufferedScriptProtocol(ScriptProtocol, asyncio.BufferedProtocol):
         self.data_received(bytes(self.buffer[:nbytes]))
 
 
+def set_sndbuf(sock):
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF,
+                    UNIX_SNDBUF if sock.family == socket.AF_UNIX else SNDBUF)
+
+
+def over_unix(seed):
+    """Whether the seed's script runs over a Unix socket (else TCP); not
+    drawn from the script's generator, which stays the same for TCP."""
+    return seed % 4 == 3
+
+
 class Peer:
     """The client end: a plain non-blocking socket, driven by the script."""
 
-    def __init__(self, port, log):
+    def __init__(self, address, log):
         self.log = log
-        self.sock = socket.socket()
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RCVBUF)
-        # Small sends leave at once, not when a (delayed) ACK comes back.
-        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self.sock.connect(("127.0.0.1", port))
+        if isinstance(address, str):
+            self.sock = socket.socket(socket.AF_UNIX)
+            set_sndbuf(self.sock)
+        else:
+            self.sock = socket.socket()
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RCVBUF)
+            # Small sends leave at once, not when a (delayed) ACK comes back.
+            self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.sock.connect(address)
         self.sock.setblocking(False)
         self.address = self.sock.getsockname()
         self.closed = False
+        self.sent = 0
         self.received = 0
         self.crc = 0
         self.eof = False
@@ -219,7 +243,9 @@ class Peer:
             return
         if op == "peer_send":
             try:
-                self.log.append(("peer_sent", self.sock.send(b"p" * arg if type(arg) is int else arg)))
+                sent = self.sock.send(b"p" * arg if type(arg) is int else arg)
+                self.sent += sent
+                self.log.append(("peer_sent", sent))
             except OSError as exc:
                 self.log.append(("peer_send_error", type(exc).__name__))
         elif op == "peer_recv":
@@ -255,24 +281,42 @@ async def play(loop, seed):
         protocols.append((BufferedScriptProtocol if buffered else ScriptProtocol)(log, eof_result))
         return protocols[-1]
 
-    server = await loop.create_server(factory, "127.0.0.1", 0)
-    peer = Peer(server.sockets[0].getsockname()[1], log)
+    if over_unix(seed):
+        path = os.path.join(tempfile.mkdtemp(prefix="fltr"), "s")
+        server = await loop.create_unix_server(factory, path)
+        peer = Peer(path, log)
+    else:
+        server = await loop.create_server(factory, "127.0.0.1", 0)
+        peer = Peer(server.sockets[0].getsockname()[:2], log)
     sendfiles = None
     try:
         while not protocols or protocols[0].transport is None:
             await asyncio.sleep(0.001)
         proto = protocols[0]
         transport = proto.transport
-        sendfiles = SendfileCalls(loop, log, proto)
+        sendfiles = SendfileCalls(loop, log, proto, peer)
 
         def state():
             return (len(log), proto.received, peer.waiting(), transport.get_write_buffer_size(),
                     transport.is_closing(), transport.is_reading(), sendfiles.running())
 
+        def undelivered():
+            """Whether TCP data the peer sent is not in the server's
+            receive queue yet (held back by its window)."""
+            if peer.closed or proto.lost or over_unix(seed):
+                return False
+            return peer.sent > proto.received + unread(transport.get_extra_info("socket"))
+
         await quiesce(state)
         for i, (op, arg) in enumerate(steps):
             log.append(("step", op, arg))
             if op.startswith("peer_"):
+                if op in ("peer_close", "peer_reset") and undelivered():
+                    # Resetting or closing with data unread (a reset too)
+                    # drops what the server's window had not taken yet, and
+                    # how much that is when a paused server's window closes
+                    # depends on timing.
+                    proto.split_dependent = True
                 peer.do(op, arg)
             elif op == "in_callback":
                 proto.on_next_data = arg
@@ -324,7 +368,31 @@ async def play(loop, seed):
         await server.wait_closed()
         if sendfiles is not None:
             await sendfiles.close()
+        if over_unix(seed):
+            if os.path.exists(path):        # (3.13+ servers remove it themselves)
+                os.unlink(path)
+            os.rmdir(os.path.dirname(path))
     return log
+
+
+class CountingExecutor(concurrent.futures.ThreadPoolExecutor):
+    """The loop's default executor, counting its jobs until the loop has
+    seen them finish: loop.sendfile()'s fallback reads the file in it, and
+    a script's step is not over while a read is under way."""
+
+    def __init__(self, loop):
+        super().__init__(max_workers=1)
+        self.loop = loop
+        self.pending = 0
+
+    def submit(self, fn, /, *args, **kwargs):
+        future = super().submit(fn, *args, **kwargs)
+        self.pending += 1
+        future.add_done_callback(lambda _: self.loop.call_soon_threadsafe(self.finished))
+        return future
+
+    def finished(self):
+        self.pending -= 1
 
 
 class SendfileCalls:
@@ -340,16 +408,20 @@ class SendfileCalls:
     epoll drops (it never ends) and poll reports invalid (it fails with
     EBADF; so fastloop's poll backend is compared with asyncio's
     PollSelector). Such calls are counted, not logged, and cancelled at
-    the end."""
+    the end. How much of the file a stranded call had sent depends on how
+    far the kernel had moved it by then, so the peer's count is not kept."""
 
-    def __init__(self, loop, log, protocol):
+    def __init__(self, loop, log, protocol, peer):
         self.loop = loop
         self.log = log
         self.protocol = protocol
+        self.peer = peer
         self.file = tempfile.TemporaryFile()
         self.file.write(bytes(range(256)) * (FILE_SIZE // 256) + bytes(FILE_SIZE % 256))
         self.file.flush()
         self.tasks = []
+        self.executor = CountingExecutor(loop)
+        loop.set_default_executor(self.executor)
         self.stranded = 0           # left waiting on the closed fd
 
     def start(self, transport, offset, count):
@@ -357,14 +429,20 @@ class SendfileCalls:
             self.loop.sendfile(transport, self.file, offset, count)))
 
     def running(self):
-        return sum(not task.done() for task in self.tasks)
+        """For the step's state: which never looks settled while a file
+        read is under way (a busy machine may not run its thread for a
+        while)."""
+        return sum(not task.done() for task in self.tasks), object() if self.executor.pending else None
 
     def log_finished(self):
+        if self.protocol.lost and self.running()[0]:
+            self.peer.exact = False         # a call still under way is stranded
         for task in [task for task in self.tasks if task.done()]:
             self.tasks.remove(task)
             exc = task.exception()
             if self.protocol.lost and isinstance(exc, OSError) and exc.errno == errno.EBADF:
                 self.stranded += 1
+                self.peer.exact = False
             elif isinstance(exc, KeyError):
                 # A second call while one runs: asyncio's KeyError is the
                 # fd, whose number differs between loops.
@@ -470,7 +548,7 @@ async def play_streams(loop, seed):
         ("exception_handler", ctx["message"], type(ctx.get("exception")).__name__)))
     ends = []
     server = await asyncio.start_server(lambda r, w: ends.append((r, w)), "127.0.0.1", 0, limit=limit)
-    peer = Peer(server.sockets[0].getsockname()[1], log)
+    peer = Peer(server.sockets[0].getsockname()[:2], log)
     reading = writing = None        # the reader's and the writer's waiting calls
     budget = 2 * limit
     try:
@@ -478,7 +556,7 @@ async def play_streams(loop, seed):
             await asyncio.sleep(0.001)
         reader, writer = ends[0]
         transport = writer.transport
-        transport.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SNDBUF)
+        set_sndbuf(transport.get_extra_info("socket"))
 
         def state():
             return (len(log), len(reader._buffer), reading is None or reading.done(),
@@ -608,7 +686,7 @@ async def play_sock(loop, seed):
         listener.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, SOCK_RCVBUF)
         listener.bind(("127.0.0.1", 0))
         listener.listen()
-        peer = Peer(listener.getsockname()[1], log)
+        peer = Peer(listener.getsockname()[:2], log)
         sock = listener.accept()[0]
     sock.setblocking(False)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SNDBUF)
