@@ -15,7 +15,10 @@ import os
 import sys
 import warnings
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+# The test modules, and fastloop from this checkout (built in place, as
+# `pip install -e .` or `python setup.py build_ext --inplace` leave it).
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path[:0] = [HERE, os.path.dirname(HERE)]
 
 import fastloop                                   # noqa: E402
 from helpers import asyncio_log                   # noqa: E402
