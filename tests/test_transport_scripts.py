@@ -8,9 +8,9 @@ A transport script is drawn from a seeded generator: server-side writes
 writelines, loop.sendfile(), pause/resume reading, buffer limits,
 write_eof, close, abort, and a protocol that closes, pauses, half-closes
 or raises from inside its data callback; the peer is a plain non-blocking
-socket that sends, reads some or all, half-closes, closes or resets. One
-seed in four runs it over a Unix socket instead of TCP. A streams script (below) reads
-in every way a StreamReader can. After each step the loop runs until
+socket that sends, reads some or all, half-closes, closes or resets. A
+streams script (below) reads in every way a StreamReader can. One seed in
+four runs over a Unix socket instead of TCP. After each step the loop runs until
 nothing changes any more (every pending read and write has gone as far as
 the kernel lets it), so a step's outcome does not depend on timing.
 
@@ -178,6 +178,26 @@ def over_unix(seed):
     return seed % 4 == 3
 
 
+async def start_serving(seed, start_tcp, start_unix):
+    """(a server the seed's script runs over, made by start_tcp(host, port)
+    or start_unix(path), the address a peer connects to, the directory of
+    its socket or None)."""
+    if over_unix(seed):
+        directory = tempfile.mkdtemp(prefix="fltr")
+        path = os.path.join(directory, "s")
+        return await start_unix(path), path, directory
+    server = await start_tcp("127.0.0.1", 0)
+    return server, server.sockets[0].getsockname()[:2], None
+
+
+def remove_socket_dir(directory):
+    if directory is not None:
+        path = os.path.join(directory, "s")
+        if os.path.exists(path):        # (3.13+ servers remove it themselves)
+            os.unlink(path)
+        os.rmdir(directory)
+
+
 class Peer:
     """The client end: a plain non-blocking socket, driven by the script."""
 
@@ -281,13 +301,10 @@ async def play(loop, seed):
         protocols.append((BufferedScriptProtocol if buffered else ScriptProtocol)(log, eof_result))
         return protocols[-1]
 
-    if over_unix(seed):
-        path = os.path.join(tempfile.mkdtemp(prefix="fltr"), "s")
-        server = await loop.create_unix_server(factory, path)
-        peer = Peer(path, log)
-    else:
-        server = await loop.create_server(factory, "127.0.0.1", 0)
-        peer = Peer(server.sockets[0].getsockname()[:2], log)
+    server, address, directory = await start_serving(
+        seed, lambda host, port: loop.create_server(factory, host, port),
+        lambda path: loop.create_unix_server(factory, path))
+    peer = Peer(address, log)
     sendfiles = None
     try:
         while not protocols or protocols[0].transport is None:
@@ -368,10 +385,7 @@ async def play(loop, seed):
         await server.wait_closed()
         if sendfiles is not None:
             await sendfiles.close()
-        if over_unix(seed):
-            if os.path.exists(path):        # (3.13+ servers remove it themselves)
-                os.unlink(path)
-            os.rmdir(os.path.dirname(path))
+        remove_socket_dir(directory)
     return log
 
 
@@ -547,8 +561,14 @@ async def play_streams(loop, seed):
     loop.set_exception_handler(lambda lp, ctx: log.append(
         ("exception_handler", ctx["message"], type(ctx.get("exception")).__name__)))
     ends = []
-    server = await asyncio.start_server(lambda r, w: ends.append((r, w)), "127.0.0.1", 0, limit=limit)
-    peer = Peer(server.sockets[0].getsockname()[:2], log)
+
+    def connected(reader, writer):
+        ends.append((reader, writer))
+
+    server, address, directory = await start_serving(
+        seed, lambda host, port: asyncio.start_server(connected, host, port, limit=limit),
+        lambda path: asyncio.start_unix_server(connected, path, limit=limit))
+    peer = Peer(address, log)
     reading = writing = None        # the reader's and the writer's waiting calls
     budget = 2 * limit
     try:
@@ -630,6 +650,7 @@ async def play_streams(loop, seed):
             peer.sock.close()
         server.close()
         await server.wait_closed()
+        remove_socket_dir(directory)
     return log
 
 
