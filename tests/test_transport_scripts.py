@@ -10,9 +10,9 @@ write_eof, close, abort, and a protocol that closes, pauses, half-closes
 or raises from inside its data callback; the peer is a plain non-blocking
 socket that sends, reads some or all, half-closes, closes or resets. A
 streams script (below) reads in every way a StreamReader can. One seed in
-four runs over a Unix socket instead of TCP. After each step the loop runs until
-nothing changes any more (every pending read and write has gone as far as
-the kernel lets it), so a step's outcome does not depend on timing.
+four runs over a Unix socket instead of TCP. After each step the loop runs
+until nothing changes any more (every pending read and write has gone as
+far as the kernel lets it), so a step's outcome does not depend on timing.
 
 What is recorded does not depend on how a loop splits the stream into
 reads (asyncio reads up to 256 KiB at a time, fastloop may read less):
