@@ -202,16 +202,20 @@ class Peer:
     """The client end: a plain non-blocking socket, driven by the script."""
 
     def __init__(self, address, log):
+        """address: a TCP (host, port), a Unix socket's path, or the other
+        end of a socketpair() to use as it is."""
         self.log = log
-        if isinstance(address, str):
-            self.sock = socket.socket(socket.AF_UNIX)
+        paired = isinstance(address, socket.socket)
+        self.sock = address if paired else socket.socket(
+            socket.AF_UNIX if isinstance(address, str) else socket.AF_INET)
+        if self.sock.family == socket.AF_UNIX:
             set_sndbuf(self.sock)
         else:
-            self.sock = socket.socket()
             self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RCVBUF)
             # Small sends leave at once, not when a (delayed) ACK comes back.
             self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self.sock.connect(address)
+        if not paired:
+            self.sock.connect(address)
         self.sock.setblocking(False)
         self.address = self.sock.getsockname()
         self.closed = False
@@ -662,7 +666,8 @@ def test_random_stream_script_behaves_as_on_asyncio(loop, seed):
 
 # ------------------------------------------------------------------ sock_*
 #
-# The same over the loop's socket operations on a connected TCP socket:
+# The same over the loop's socket operations on a connected TCP socket (or
+# for one seed in four, one end of a Unix socketpair()):
 # sock_recv(), sock_recv_into() and sock_sendall() that wait or not, are
 # cancelled, replaced, or meet a reader the program added on the same fd,
 # against the peer's sends, reads, half-close, close and reset. What the
@@ -703,14 +708,18 @@ async def play_sock(loop, seed):
     log = []
     loop.set_exception_handler(lambda lp, ctx: log.append(
         ("exception_handler", ctx["message"], type(ctx.get("exception")).__name__)))
-    with socket.socket() as listener:
-        listener.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, SOCK_RCVBUF)
-        listener.bind(("127.0.0.1", 0))
-        listener.listen()
-        peer = Peer(listener.getsockname()[:2], log)
-        sock = listener.accept()[0]
+    if over_unix(seed):
+        sock, other_end = socket.socketpair()
+        peer = Peer(other_end, log)
+    else:
+        with socket.socket() as listener:
+            listener.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, SOCK_RCVBUF)
+            listener.bind(("127.0.0.1", 0))
+            listener.listen()
+            peer = Peer(listener.getsockname()[:2], log)
+            sock = listener.accept()[0]
     sock.setblocking(False)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SNDBUF)
+    set_sndbuf(sock)
     receiving = sending = None
     unreceived = 0          # what the peer sent that no receive returned yet
     # A sock_sendall() abandoned half-way leaves the kernel's buffers full
