@@ -2,10 +2,12 @@
 import asyncio
 import fcntl
 import gc
+import os
 import selectors
 import socket
 import struct
 import sys
+import tempfile
 import termios
 
 WAIT = 10.0     # generous bound for anything that should happen at once
@@ -117,6 +119,32 @@ def message_of(ctx):
     are not fastloop's; fastloop's datagram transport's repr has its fd)."""
     message = ctx["message"]
     return "Exception in callback" if message.startswith("Exception in callback ") else message
+
+
+def over_unix(seed):
+    """Whether a seed's script runs over a Unix socket (else TCP): one in
+    four. Not drawn from the script's generator, which stays the same."""
+    return seed % 4 == 3
+
+
+async def start_serving(seed, start_tcp, start_unix):
+    """(a server the seed's script runs over, made by start_tcp(host, port)
+    or start_unix(path), the address a client connects to, the directory of
+    its socket or None)."""
+    if over_unix(seed):
+        directory = tempfile.mkdtemp(prefix="flsc")
+        path = os.path.join(directory, "s")
+        return await start_unix(path), path, directory
+    server = await start_tcp("127.0.0.1", 0)
+    return server, server.sockets[0].getsockname()[:2], None
+
+
+def remove_socket_dir(directory):
+    if directory is not None:
+        path = os.path.join(directory, "s")
+        if os.path.exists(path):        # (3.13+ servers remove it themselves)
+            os.unlink(path)
+        os.rmdir(directory)
 
 
 REFERENCE = {}      # (script kind, seed, whether poll) -> the log asyncio's loop wrote

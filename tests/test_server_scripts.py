@@ -16,10 +16,11 @@ raises, and a connection_made() that raises or closes its transport.
 After each step the loop runs until nothing changes, so outcomes do not
 depend on timing.
 
-Clients connect with a blocking connect(), which the kernel completes from
-the listening socket's backlog whether or not the server accepts yet; the
-backlog is far above the number of clients, so no connection waits for a
-SYN retry.
+One seed in four serves a Unix socket instead of TCP (fastloop's Acceptor
+takes another path for those). Clients connect with a blocking connect(),
+which the kernel completes from the listening socket's backlog whether or
+not the server accepts yet; the backlog is far above the number of
+clients, so no connection waits for a SYN retry.
 """
 import asyncio
 import gc
@@ -33,7 +34,7 @@ import pytest
 
 import fastloop
 
-from helpers import asyncio_log, quiesce, spin, unread
+from helpers import asyncio_log, quiesce, remove_socket_dir, spin, start_serving, unread
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -60,10 +61,10 @@ def make_server_script(seed):
     # Some connections first, and a server that starts serving before the
     # first close() in most scripts: most scripts accept something.
     steps[:0] = [("connect", 0)] * r.randint(2, 3)
-    start_serving = r.random() < 0.7
-    if not start_serving:       # (the first connection is refused: no listen() yet)
+    at_once = r.random() < 0.7
+    if not at_once:       # (the first connection is refused: no listen() yet)
         steps.insert(1, ("start_serving", 0))
-    return steps, start_serving, r.random() < 0.25     # steps, start_serving, debug
+    return steps, at_once, r.random() < 0.25     # steps, serving at once, debug
 
 
 class Client:
@@ -72,9 +73,12 @@ class Client:
     def __init__(self, index, address, log):
         self.name = f"client{index}"
         self.log = log
-        self.sock = socket.socket()
-        # Small sends leave at once, not when a (delayed) ACK comes back.
-        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if isinstance(address, str):
+            self.sock = socket.socket(socket.AF_UNIX)
+        else:
+            self.sock = socket.socket()
+            # Small sends leave at once, not when a (delayed) ACK comes back.
+            self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.open = True
         try:
             self.sock.connect(address)
@@ -166,7 +170,7 @@ async def play_server(loop, seed):
 
 
 async def play_server_steps(loop, seed):
-    steps, start_serving, debug = make_server_script(seed)
+    steps, serving_at_once, debug = make_server_script(seed)
     loop.set_debug(debug)
     log = []
     # A callback's error message holds the callback's repr (addresses):
@@ -191,9 +195,11 @@ async def play_server_steps(loop, seed):
         next_made[0] = None
         return protocols[-1]
 
-    server = await loop.create_server(factory, "127.0.0.1", 0, backlog=100,
-                                      start_serving=start_serving)
-    address = server.sockets[0].getsockname()
+    server, address, directory = await start_serving(
+        seed, lambda host, port: loop.create_server(
+            factory, host, port, backlog=100, start_serving=serving_at_once),
+        lambda path: loop.create_unix_server(
+            factory, path, backlog=100, start_serving=serving_at_once))
     clients = []
     tasks = {}      # name -> task, logged when done
 
@@ -274,6 +280,7 @@ async def play_server_steps(loop, seed):
             task.cancel()
         await spin(3)
         server.close()
+        remove_socket_dir(directory)
     return log
 
 

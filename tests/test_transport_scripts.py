@@ -22,7 +22,6 @@ counts after that are left out.
 import asyncio
 import concurrent.futures
 import errno
-import os
 import random
 import socket
 import struct
@@ -32,7 +31,8 @@ import zlib
 
 import pytest
 
-from helpers import WAIT, asyncio_log, message_of, quiesce, spin, unread
+from helpers import (WAIT, asyncio_log, message_of, over_unix, quiesce, remove_socket_dir, spin,
+                     start_serving, unread)
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -170,32 +170,6 @@ class BufferedScriptProtocol(ScriptProtocol, asyncio.BufferedProtocol):
 def set_sndbuf(sock):
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF,
                     UNIX_SNDBUF if sock.family == socket.AF_UNIX else SNDBUF)
-
-
-def over_unix(seed):
-    """Whether the seed's script runs over a Unix socket (else TCP); not
-    drawn from the script's generator, which stays the same for TCP."""
-    return seed % 4 == 3
-
-
-async def start_serving(seed, start_tcp, start_unix):
-    """(a server the seed's script runs over, made by start_tcp(host, port)
-    or start_unix(path), the address a peer connects to, the directory of
-    its socket or None)."""
-    if over_unix(seed):
-        directory = tempfile.mkdtemp(prefix="fltr")
-        path = os.path.join(directory, "s")
-        return await start_unix(path), path, directory
-    server = await start_tcp("127.0.0.1", 0)
-    return server, server.sockets[0].getsockname()[:2], None
-
-
-def remove_socket_dir(directory):
-    if directory is not None:
-        path = os.path.join(directory, "s")
-        if os.path.exists(path):        # (3.13+ servers remove it themselves)
-            os.unlink(path)
-        os.rmdir(directory)
 
 
 class Peer:
