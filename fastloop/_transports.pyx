@@ -1283,7 +1283,7 @@ cdef class SocketTransport(TransportBase):
             # on the fd, which asyncio's close() removes too: that sendfile
             # then never ends (as on asyncio), and no stale writer is left
             # to fire for a later socket given the same fd.
-            self.loop._remove_writer(self._sock_fd)
+            self.loop.clear_io_handle(self._sock_fd, WRITABLE)
 
     cdef drop_buffer(self):
         TransportBase.drop_buffer(self)

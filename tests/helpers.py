@@ -121,6 +121,17 @@ def message_of(ctx):
     return "Exception in callback" if message.startswith("Exception in callback ") else message
 
 
+def stream_client_socket(address):
+    """A new socket to connect to a script's server: Unix for a path, else
+    TCP with TCP_NODELAY (small sends leave at once, not when a delayed ACK
+    comes back)."""
+    if isinstance(address, str):
+        return socket.socket(socket.AF_UNIX)
+    sock = socket.socket()
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return sock
+
+
 def over_unix(seed):
     """Whether a seed's script runs over a Unix socket (else TCP): one in
     four. Not drawn from the script's generator, which stays the same."""

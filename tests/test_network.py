@@ -3445,7 +3445,8 @@ def test_closing_a_transport_during_a_stalled_sendfile(loop, tmp_path, how):
         # asyncio reports its own InvalidStateError from connection_lost
         # (the sendfile's waiter was already done): not what is tested.
         loop.set_exception_handler(lambda lp, ctx: None)
-        with socket.create_connection(srv.sockets[0].getsockname()) as peer, open(path, "rb") as f:
+        # The peer connects and never reads.
+        with socket.create_connection(srv.sockets[0].getsockname()), open(path, "rb") as f:
             tr = await made
             fd = tr.get_extra_info("socket").fileno()
             task = loop.create_task(loop.sendfile(tr, f))

@@ -34,7 +34,8 @@ import pytest
 
 import fastloop
 
-from helpers import asyncio_log, quiesce, remove_socket_dir, spin, start_serving, unread
+from helpers import (asyncio_log, quiesce, remove_socket_dir, spin, start_serving,
+                     stream_client_socket, unread)
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -73,12 +74,7 @@ class Client:
     def __init__(self, index, address, log):
         self.name = f"client{index}"
         self.log = log
-        if isinstance(address, str):
-            self.sock = socket.socket(socket.AF_UNIX)
-        else:
-            self.sock = socket.socket()
-            # Small sends leave at once, not when a (delayed) ACK comes back.
-            self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.sock = stream_client_socket(address)
         self.open = True
         try:
             self.sock.connect(address)

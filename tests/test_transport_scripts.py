@@ -32,7 +32,7 @@ import zlib
 import pytest
 
 from helpers import (WAIT, asyncio_log, message_of, over_unix, quiesce, remove_socket_dir, spin,
-                     start_serving, unread)
+                     start_serving, stream_client_socket, unread)
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -180,14 +180,11 @@ class Peer:
         end of a socketpair() to use as it is."""
         self.log = log
         paired = isinstance(address, socket.socket)
-        self.sock = address if paired else socket.socket(
-            socket.AF_UNIX if isinstance(address, str) else socket.AF_INET)
+        self.sock = address if paired else stream_client_socket(address)
         if self.sock.family == socket.AF_UNIX:
             set_sndbuf(self.sock)
         else:
             self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RCVBUF)
-            # Small sends leave at once, not when a (delayed) ACK comes back.
-            self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         if not paired:
             self.sock.connect(address)
         self.sock.setblocking(False)
