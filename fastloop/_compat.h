@@ -16,6 +16,12 @@
 #include <sys/types.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
+#include <poll.h>
+/* poll()'s report that the peer shut down its sending side: Linux only
+ * (Python.h defines _GNU_SOURCE, which poll.h needs for it). */
+#ifndef POLLRDHUP
+#define POLLRDHUP 0
+#endif
 
 /* send() on a socket whose peer is gone: EPIPE, never SIGPIPE (Python
  * ignores SIGPIPE, an embedding application may not). macOS has no flag;
@@ -38,6 +44,7 @@
 #define EPOLLOUT 0x004
 #define EPOLLERR 0x008
 #define EPOLLHUP 0x010
+#define EPOLLRDHUP 0x2000
 #define EPOLL_CTL_ADD 1
 #define EPOLL_CTL_DEL 2
 #define EPOLL_CTL_MOD 3
@@ -137,6 +144,9 @@ static inline int fl_kevent_apply(int kq, const fl_kevent *changes, int n, fl_ke
 #endif
 #ifndef EV_RECEIPT
 #define EV_RECEIPT 0x0040
+#endif
+#ifndef EV_EOF
+#define EV_EOF 0x8000
 #endif
 typedef struct { uintptr_t ident; short filter; unsigned short flags; unsigned int fflags;
                  intptr_t data; void *udata; } fl_kevent;

@@ -23,6 +23,7 @@ cdef struct FdEntry:
     unsigned int tag              # the poller registration's tag
     PyObject* owner               # owned weakref to the socket whose interest was
                                   # left registered while events == 0, or NULL
+    bint peer_closed              # the poller reported PEER_CLOSED for this registration
 
 
 cdef class LoopCore(LoopBase):
@@ -86,6 +87,9 @@ cdef class LoopCore(LoopBase):
     cdef int release_io_handle(self, int fd, int kind, object owner) except -1
     cdef bint has_left_interest(self, int fd, int kind, object owner) except -1
     cdef object io_handle_of(self, int fd, int kind)
+    # Whether the poller has reported that fd's peer shut down its sending
+    # side (_poller.pxd PEER_CLOSED), since fd was last registered.
+    cdef bint peer_closed(self, int fd) noexcept
     cdef object new_future(self)
     # create_task(coro, name=, context=) without extra keyword arguments
     cdef object create_task_plain(self, object coro, object name, object context)

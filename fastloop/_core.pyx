@@ -27,7 +27,7 @@ from posix.fcntl cimport fcntl, F_GETFL, F_SETFL, F_SETFD, FD_CLOEXEC, O_NONBLOC
 from fastloop._handles cimport (LoopBase, Handle, TimerHandle, new_handle, new_threadsafe_handle,
                                 new_timer, given_as_int, check_callback, traverse_handle,
                                 visitproc)
-from fastloop._poller cimport new_poller, READABLE, WRITABLE, TAG_ANY
+from fastloop._poller cimport new_poller, READABLE, WRITABLE, PEER_CLOSED, TAG_ANY
 
 import gc
 import os
@@ -459,10 +459,12 @@ cdef class LoopCore(LoopBase):
         if entry.kernel == interest:
             return 0
         if entry.kernel == 0:
+            # A new registration: of another file, perhaps, under this number.
             self.last_tag += 1
             if self.last_tag == TAG_ANY:
                 self.last_tag += 1
             entry.tag = self.last_tag
+            entry.peer_closed = False
         self.poller.update(fd, entry.kernel, interest, entry.tag)
         entry.kernel = interest
         if interest == 0:
@@ -532,6 +534,9 @@ cdef class LoopCore(LoopBase):
             return None
         handle = self.fds[fd].reader if kind == READABLE else self.fds[fd].writer
         return <object>handle if handle != NULL else None
+
+    cdef bint peer_closed(self, int fd) noexcept:
+        return fd < self.fds_capacity and self.fds[fd].peer_closed
 
     cdef bint has_left_interest(self, int fd, int kind, object owner) except -1:
         """True if `owner` left `kind` registered with the poller and nothing
@@ -605,6 +610,8 @@ cdef class LoopCore(LoopBase):
                 # Interest a socket operation left registered, and nobody
                 # waits any more: now it costs a system call to drop it.
                 self.sync_kernel(fd, entry)
+            if events & PEER_CLOSED:
+                entry.peer_closed = True
             if events & READABLE and entry.reader != NULL:
                 Py_INCREF(<object>entry.reader)
                 self.io_pending[n] = entry.reader

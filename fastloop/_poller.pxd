@@ -4,10 +4,17 @@
 # poll report errors and hang-ups as both, as the selectors module does, so
 # that whoever waits on the fd gets to see the error; kqueue reports them on
 # the filters that are registered (EV_EOF), as selectors.KqueueSelector does.
+#
+# A readiness report may also carry PEER_CLOSED: the peer of a stream socket
+# watched for reading has shut down its sending side (a FIN arrived; epoll's
+# and poll's RDHUP, kqueue's EV_EOF on the read filter). It is a hint no
+# selector gives asyncio, never a reason to wake anyone: the loop notes it
+# for the fd's transport (see LoopCore.peer_closed()).
 
 cdef enum:
     READABLE = 1
     WRITABLE = 2
+    PEER_CLOSED = 4
 
 cdef enum:
     # Ready.tag of a backend that keeps no kernel registrations (poll): the

@@ -25,6 +25,10 @@ cdef extern from "poll.h" nogil:
         POLLOUT
 
 cdef extern from "_compat.h" nogil:
+    enum:
+        POLLRDHUP                # 0 where poll() has no such report
+
+cdef extern from "_compat.h" nogil:
     int FL_HAVE_EPOLL
     ctypedef unsigned long long uint64_t
     ctypedef union epoll_data_t:
@@ -38,6 +42,7 @@ cdef extern from "_compat.h" nogil:
     enum:
         EPOLLIN
         EPOLLOUT
+        EPOLLRDHUP
         EPOLL_CTL_ADD
         EPOLL_CTL_DEL
         EPOLL_CTL_MOD
@@ -64,6 +69,7 @@ cdef extern from "_compat.h" nogil:
         EV_DELETE
         EV_RECEIPT
         EV_ERROR
+        EV_EOF
 
 # epoll_wait() made in place where _syscalls.h can (see there).
 cdef extern from "_syscalls.h" nogil:
@@ -168,7 +174,7 @@ cdef class EpollPoller(Poller):
 
     cdef int update(self, int fd, int old, int new, unsigned int tag) except -1:
         cdef epoll_event ev
-        ev.events = (EPOLLIN if new & READABLE else 0) | (EPOLLOUT if new & WRITABLE else 0)
+        ev.events = ((EPOLLIN | EPOLLRDHUP) if new & READABLE else 0) | (EPOLLOUT if new & WRITABLE else 0)
         ev.data.u64 = (<uint64_t>tag << 32) | <unsigned int>fd
         if new == 0:
             # A closed fd has already left the epoll set: nothing to undo.
@@ -207,8 +213,10 @@ cdef class EpollPoller(Poller):
             bits = self.kernel_events[i].events
             # As selectors.EpollSelector: anything but "readable" (errors,
             # hang-ups) wakes writers, anything but "writable" wakes readers.
-            events = 0
-            if bits & ~EPOLLIN:
+            # EPOLLRDHUP, which the selector does not ask for, comes with
+            # EPOLLIN and only adds the hint.
+            events = PEER_CLOSED if bits & EPOLLRDHUP else 0
+            if bits & ~(EPOLLIN | EPOLLRDHUP):
                 events |= WRITABLE
             if bits & ~EPOLLOUT:
                 events |= READABLE
@@ -247,7 +255,7 @@ cdef class PollPoller(Poller):
 
     cdef int update(self, int fd, int old, int new, unsigned int tag) except -1:
         cdef int slot, old_cap
-        cdef short mask = (POLLIN if new & READABLE else 0) | (POLLOUT if new & WRITABLE else 0)
+        cdef short mask = ((POLLIN | POLLRDHUP) if new & READABLE else 0) | (POLLOUT if new & WRITABLE else 0)
         if fd >= self.slot_capacity:
             old_cap = self.slot_capacity
             _grow(<void**>&self.slot_of, &self.slot_capacity, fd + 1, sizeof(int))
@@ -290,9 +298,10 @@ cdef class PollPoller(Poller):
         while count < n and i < self.nfds:
             bits = self.fds[i].revents
             if bits:
-                # As selectors.PollSelector: POLLERR/POLLHUP/POLLNVAL wake both.
-                events = 0
-                if bits & ~POLLIN:
+                # As selectors.PollSelector: POLLERR/POLLHUP/POLLNVAL wake both
+                # (POLLRDHUP comes with POLLIN and only adds the hint).
+                events = PEER_CLOSED if bits & POLLRDHUP else 0
+                if bits & ~(POLLIN | POLLRDHUP):
                     events |= WRITABLE
                 if bits & ~POLLOUT:
                     events |= READABLE
@@ -401,7 +410,12 @@ cdef class KqueuePoller(Poller):
         for i in range(n):
             fd = <int>self.kernel_events[i].ident
             tag = fl_kevent_tag(&self.kernel_events[i])
-            bit = READABLE if self.kernel_events[i].filter == EVFILT_READ else WRITABLE
+            if self.kernel_events[i].filter == EVFILT_READ:
+                bit = READABLE
+                if self.kernel_events[i].flags & EV_EOF:
+                    bit |= PEER_CLOSED
+            else:
+                bit = WRITABLE
             slot = self.slot_of[fd] if fd < self.slot_capacity else -1
             if slot >= 0 and self.ready[slot].tag == tag:
                 self.ready[slot].events |= bit

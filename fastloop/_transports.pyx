@@ -817,6 +817,7 @@ cdef class SocketTransport(TransportBase):
     cdef object pending_second         # and the second (a header, then a body)
     cdef Py_ssize_t sent_of_first      # bytes of buffer[0] already sent
     cdef bint eof                      # write_eof() was called
+    cdef bint peer_eof                 # the peer's EOF was read
 
     _start_tls_compatible = True
     _sendfile_compatible = _constants._SendfileMode.TRY_NATIVE
@@ -993,6 +994,7 @@ cdef class SocketTransport(TransportBase):
         return 0
 
     cdef int on_eof(self) except -1:
+        self.peer_eof = True
         if self.loop._debug:
             _logger.debug("%r received EOF", self)
         try:
@@ -1160,9 +1162,11 @@ cdef class SocketTransport(TransportBase):
         self.pending = self.pending_second = None
         self.deferred = 0
         if second is None:
-            writes = 1
             self.send_now(first, PyBytes_AS_STRING(first), size)
-        elif not self.buffer:
+            return 0
+        if self.peer_eof or self.loop.peer_closed(self._sock_fd):
+            return self.send_each(first, second)
+        if not self.buffer:
             writes = 2
             self.send_pair(first, second)
         else:
@@ -1177,6 +1181,27 @@ cdef class SocketTransport(TransportBase):
             # later one counted as a write after the loss (logged past 5).
             for _ in range(writes - 1):
                 self.count_lost_write()
+        return 0
+
+    cdef int send_each(self, bytes first, bytes second) except -1:
+        """settle_writes() of two or more writes to a peer that has shut down
+        its side: each is sent as asyncio's write() sends it. If the peer
+        closed its socket, its kernel answers the first send() with a reset,
+        which (over loopback, at once) fails the next send(): one writev()
+        of them all would have succeeded instead, and the transport would
+        not see the loss asyncio's does."""
+        cdef list held = [first, second]
+        cdef bytes data
+        if self.buffer:                      # the writes held after the second
+            held += self.buffer
+            self.buffer.clear()
+        for data in held:
+            if self.conn_lost:
+                self.count_lost_write()
+            elif self.buffer:
+                self.keep_unsent(data, PyBytes_AS_STRING(data), PyBytes_GET_SIZE(data), 0)
+            else:
+                self.send_now(data, PyBytes_AS_STRING(data), PyBytes_GET_SIZE(data))
         return 0
 
     def writelines(self, list_of_data):

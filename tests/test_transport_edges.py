@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from helpers import run, spin
+from helpers import asyncio_log, run, spin
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -320,3 +320,132 @@ def test_repr_counts_a_held_write(loop, sockpair):
         return text[text.index("read="):], size
 
     assert run(loop, main()) == ("read=polling write=<polling, bufsize=1>>", 1)
+
+
+# ------------------------------------------ writes held for a peer that closed
+#
+# A peer that closed its socket answers the next data it is sent with a
+# reset. Over loopback the reset arrives during the send() that drew it, so
+# of two write()s asyncio's second fails (EPIPE): the transport closes with
+# BrokenPipeError, and each later write() counts as one to a lost connection.
+# fastloop holds a callback's writes and would send them in one writev(),
+# which succeeds; once the poller has reported the peer's FIN (or the
+# transport read it) it sends each on its own instead, as asyncio does.
+
+class _CountLostWrites(logging.Handler):
+    def __init__(self):
+        super().__init__()
+        self.count = 0
+
+    def emit(self, record):
+        if record.getMessage() == "socket.send() raised exception.":
+            self.count += 1
+
+
+async def _write_to_a_closed_peer(loop, case):
+    """case: (where the writes are made, how many). Returns what the server
+    side saw and how many lost writes were logged."""
+    where, writes = case
+    events = []
+
+    def write_all(tr):
+        for _ in range(writes):
+            tr.write(b"x" * 100)
+        events.append(("closing", tr.is_closing()))
+
+    class P(Recorder):
+        def connection_made(self, tr):
+            self.tr = tr
+
+        def data_received(self, data):
+            events.append(("data", data))
+            write_all(self.tr)
+
+        def eof_received(self):
+            events.append("eof")
+
+    lost_writes = _CountLostWrites()
+    logging.getLogger("asyncio").addHandler(lost_writes)
+    with socket.socket() as lsock:
+        lsock.bind(("127.0.0.1", 0))
+        lsock.listen(1)
+        peer = socket.create_connection(lsock.getsockname())
+        ours, _ = lsock.accept()
+    try:
+        ours.setblocking(False)
+        tr = await transport_on(loop, ours, P(loop, events))
+        if where == "data_received":
+            peer.sendall(b"request")
+            peer.close()                  # the FIN comes right after the data
+        else:
+            peer.close()
+            # The poll that reports the FIN runs before this task step does.
+            await asyncio.sleep(0)
+            write_all(tr)
+        await spin(4)
+        tr.abort()
+        await spin(2)
+    finally:
+        logging.getLogger("asyncio").removeHandler(lost_writes)
+        peer.close()
+        ours.close()
+    return events, lost_writes.count
+
+
+@pytest.mark.parametrize("case", [("task step", 2), ("task step", 7),
+                                  ("data_received", 2), ("data_received", 9)])
+def test_writes_held_for_a_peer_that_closed_fail_as_in_asyncio(loop, impl, case):
+    if impl == "fastloop-poll" and not sys.platform.startswith("linux"):
+        pytest.skip("poll() reports no peer shutdown (POLLRDHUP) here: see README")
+    got = run(loop, _write_to_a_closed_peer(loop, case))
+    if impl != "asyncio":
+        assert got == asyncio_log(_write_to_a_closed_peer, case, like=loop)
+    if sys.platform.startswith("linux"):
+        where, writes = case
+        # The first write() is sent; the rest count as lost from the second
+        # on, logged from the sixth write to the lost connection.
+        seen = [("data", b"request")] if where == "data_received" else []
+        assert got == (seen + [("closing", True), ("lost", "BrokenPipeError")],
+                       max(0, writes - 6))
+
+
+def test_held_writes_after_the_peer_shut_down_its_side_all_arrive(loop):
+    # A peer that only shut down its sending side still reads: every write
+    # arrives, whether the transport knows of the FIN or not.
+    events = []
+
+    class P(Recorder):
+        def connection_made(self, tr):
+            self.tr = tr
+
+        def eof_received(self):
+            events.append("eof")
+            return True                      # keep the transport open to write
+
+    async def main():
+        with socket.socket() as lsock:
+            lsock.bind(("127.0.0.1", 0))
+            lsock.listen(1)
+            peer = socket.create_connection(lsock.getsockname())
+            ours, _ = lsock.accept()
+        with peer, ours:
+            ours.setblocking(False)
+            proto = P(loop, events)
+            tr = await transport_on(loop, ours, proto)
+            peer.shutdown(socket.SHUT_WR)
+            await asyncio.sleep(0)           # the poll reports the FIN first
+            for piece in (b"head", b"body", b"tail"):
+                tr.write(piece)
+            await spin(3)                    # the EOF has been read
+            for piece in (b"more", b"again"):
+                tr.write(piece)
+            tr.close()
+            await spin(3)
+            peer.settimeout(5)
+            got = b""
+            while chunk := peer.recv(100):
+                got += chunk
+            events.append(("peer got", got))
+
+    run(loop, main())
+    assert events == ["eof", ("lost", "NoneType"), ("peer got", b"headbodytailmoreagain")]
