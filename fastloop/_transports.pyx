@@ -817,7 +817,6 @@ cdef class SocketTransport(TransportBase):
     cdef object pending_second         # and the second (a header, then a body)
     cdef Py_ssize_t sent_of_first      # bytes of buffer[0] already sent
     cdef bint eof                      # write_eof() was called
-    cdef bint peer_eof                 # the peer's EOF was read
 
     _start_tls_compatible = True
     _sendfile_compatible = _constants._SendfileMode.TRY_NATIVE
@@ -994,7 +993,6 @@ cdef class SocketTransport(TransportBase):
         return 0
 
     cdef int on_eof(self) except -1:
-        self.peer_eof = True
         if self.loop._debug:
             _logger.debug("%r received EOF", self)
         try:
@@ -1164,7 +1162,9 @@ cdef class SocketTransport(TransportBase):
         if second is None:
             self.send_now(first, PyBytes_AS_STRING(first), size)
             return 0
-        if self.peer_eof or self.loop.peer_closed(self._sock_fd):
+        if not self.reading_registered or self.loop.peer_closed(self._sock_fd):
+            # The peer may have shut down its side (it did, or the poller
+            # does not watch for it now: reading is paused or over).
             return self.send_each(first, second)
         if not self.buffer:
             writes = 2
@@ -1184,12 +1184,12 @@ cdef class SocketTransport(TransportBase):
         return 0
 
     cdef int send_each(self, bytes first, bytes second) except -1:
-        """settle_writes() of two or more writes to a peer that has shut down
-        its side: each is sent as asyncio's write() sends it. If the peer
-        closed its socket, its kernel answers the first send() with a reset,
-        which (over loopback, at once) fails the next send(): one writev()
-        of them all would have succeeded instead, and the transport would
-        not see the loss asyncio's does."""
+        """settle_writes() of two or more writes to a peer that may have shut
+        down its side: each is sent as asyncio's write() sends it. If the
+        peer closed its socket, its kernel answers the first send() with a
+        reset, which (over loopback, at once) fails the next send(): one
+        writev() of them all would have succeeded instead, and the transport
+        would not see the loss asyncio's does."""
         cdef list held = [first, second]
         cdef bytes data
         if self.buffer:                      # the writes held after the second

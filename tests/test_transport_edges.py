@@ -329,8 +329,9 @@ def test_repr_counts_a_held_write(loop, sockpair):
 # of two write()s asyncio's second fails (EPIPE): the transport closes with
 # BrokenPipeError, and each later write() counts as one to a lost connection.
 # fastloop holds a callback's writes and would send them in one writev(),
-# which succeeds; once the poller has reported the peer's FIN (or the
-# transport read it) it sends each on its own instead, as asyncio does.
+# which succeeds; once the poller has reported the peer's FIN, or while it
+# is not watching (reading paused or over), it sends each on its own
+# instead, as asyncio does.
 
 class _CountLostWrites(logging.Handler):
     def __init__(self):
@@ -378,6 +379,8 @@ async def _write_to_a_closed_peer(loop, case):
             peer.sendall(b"request")
             peer.close()                  # the FIN comes right after the data
         else:
+            if where == "paused":         # the poller is not told to watch
+                tr.pause_reading()
             peer.close()
             # The poll that reports the FIN runs before this task step does.
             await asyncio.sleep(0)
@@ -392,7 +395,7 @@ async def _write_to_a_closed_peer(loop, case):
     return events, lost_writes.count
 
 
-@pytest.mark.parametrize("case", [("task step", 2), ("task step", 7),
+@pytest.mark.parametrize("case", [("task step", 2), ("task step", 7), ("paused", 3),
                                   ("data_received", 2), ("data_received", 9)])
 def test_writes_held_for_a_peer_that_closed_fail_as_in_asyncio(loop, impl, case):
     if impl == "fastloop-poll" and not sys.platform.startswith("linux"):
