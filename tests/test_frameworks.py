@@ -1,14 +1,18 @@
 """The libraries production services put on the loop, end to end: uvicorn
-(h11 and httptools), httpx and aiohttp as clients and servers, websockets,
+(h11 and httptools; also answering clients that closed), httpx and aiohttp
+as clients and servers, websockets,
 anyio's streams and processes. Each test runs on stdlib asyncio and on
 fastloop (see conftest.py); a library that is not installed skips its test
 (the `test` extra installs them all). Loopback only, bounded sizes.
 """
 import asyncio
+import logging
+import socket
+import sys
 
 import pytest
 
-from helpers import run
+from helpers import asyncio_log, run
 
 PAYLOAD = bytes(range(256)) * 4096          # 1 MiB, every byte value
 
@@ -56,6 +60,73 @@ def test_uvicorn_served_to_httpx(loop, http):
     assert first == b"hello"
     assert big == PAYLOAD[::-1]
     assert many == [(b"%d" % i)[::-1] for i in range(100)]
+
+
+async def streaming_app(scope, receive, send):
+    """ASGI app: a chunked response of ten pieces, each its own write."""
+    assert scope["type"] == "http"
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    for _ in range(10):
+        await send({"type": "http.response.body", "body": b"x" * 1000, "more_body": True})
+    await send({"type": "http.response.body", "body": b""})
+
+
+class LostWrites(logging.Handler):
+    """Counts asyncio's log of writes to a lost connection."""
+
+    def __init__(self):
+        super().__init__()
+        self.count = 0
+
+    def emit(self, record):
+        self.count += record.getMessage() == "socket.send() raised exception."
+
+
+async def requests_from_clients_that_close(loop, http):
+    """uvicorn answering clients that send a request and close at once: how
+    many writes to a lost connection asyncio's transport logs for each.
+    (The response's first write draws the closed client's reset, so its
+    second fails, and the ten after it count as lost.)"""
+    import uvicorn
+    config = uvicorn.Config(streaming_app, host="127.0.0.1", port=0, loop="none",
+                            http=http, lifespan="off", log_level="warning")
+    server = uvicorn.Server(config)
+    serving = asyncio.create_task(server.serve())
+    while not server.started:
+        assert not serving.done(), serving
+        await asyncio.sleep(0.01)
+    port = server.servers[0].sockets[0].getsockname()[1]
+    lost = LostWrites()
+    logging.getLogger("asyncio").addHandler(lost)
+    counts = []
+    try:
+        for i in range(3):
+            before = lost.count
+            with socket.create_connection(("127.0.0.1", port)) as client:
+                client.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            state = server.server_state
+            while state.total_requests <= i or state.connections or state.tasks:
+                await asyncio.sleep(0.01)
+            counts.append(lost.count - before)
+    finally:
+        logging.getLogger("asyncio").removeHandler(lost)
+        server.should_exit = True
+        await serving
+    return counts
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("http", ["h11", "httptools"])
+def test_uvicorn_answering_clients_that_closed(loop, impl, http):
+    # fastloop sends a callback's writes together, but not to a peer that
+    # has shut down its side: the response fails as on asyncio.
+    pytest.importorskip("uvicorn")
+    pytest.importorskip(http)
+    counts = run(loop, requests_from_clients_that_close(loop, http), timeout=50)
+    if impl != "asyncio":
+        assert counts == asyncio_log(requests_from_clients_that_close, http, like=loop)
+    if sys.platform.startswith("linux"):
+        assert counts == [6, 6, 6]
 
 
 @pytest.mark.timeout(60)
