@@ -1,9 +1,9 @@
-"""The libraries production services put on the loop, end to end: uvicorn
-(h11 and httptools; also answering clients that closed), httpx and aiohttp
-as clients and servers, websockets,
-anyio's streams and processes. Each test runs on stdlib asyncio and on
-fastloop (see conftest.py); a library that is not installed skips its test
-(the `test` extra installs them all). Loopback only, bounded sizes.
+"""The libraries production services put on the loop, end to end: uvicorn (h11
+and httptools; also answering clients that closed), httpx and aiohttp as
+clients and servers, websockets, anyio's streams and processes. Each test
+runs on stdlib asyncio and on fastloop (see conftest.py); a library that is
+not installed skips its test (the `test` extra installs them all). Loopback
+only, bounded sizes.
 """
 import asyncio
 import logging
