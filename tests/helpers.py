@@ -2,6 +2,7 @@
 import asyncio
 import fcntl
 import gc
+import logging
 import os
 import selectors
 import socket
@@ -26,6 +27,25 @@ def collect_quietly():
         gc.collect()
     finally:
         sys.unraisablehook = hook
+
+
+class LostWrites(logging.Handler):
+    """Counts, while in its with block, the writes to a lost connection
+    that asyncio's logger reports (a transport logs them from the fifth)."""
+
+    def __init__(self):
+        super().__init__()
+        self.count = 0
+
+    def emit(self, record):
+        self.count += record.getMessage() == "socket.send() raised exception."
+
+    def __enter__(self):
+        logging.getLogger("asyncio").addHandler(self)
+        return self
+
+    def __exit__(self, *exc_info):
+        logging.getLogger("asyncio").removeHandler(self)
 
 
 async def spin(n):

@@ -6,13 +6,12 @@ not installed skips its test (the `test` extra installs them all). Loopback
 only, bounded sizes.
 """
 import asyncio
-import logging
 import socket
 import sys
 
 import pytest
 
-from helpers import asyncio_log, run
+from helpers import LostWrites, asyncio_log, run
 
 PAYLOAD = bytes(range(256)) * 4096          # 1 MiB, every byte value
 
@@ -31,6 +30,20 @@ async def reversing_app(scope, receive, send):
     await send({"type": "http.response.body", "body": body[::-1] or b"hello"})
 
 
+async def start_uvicorn(app, http):
+    """A uvicorn server of app on 127.0.0.1, serving in a task: (the
+    server, the task, its port). Stop it with server.should_exit."""
+    import uvicorn
+    config = uvicorn.Config(app, host="127.0.0.1", port=0, loop="none",
+                            http=http, lifespan="off", log_level="warning")
+    server = uvicorn.Server(config)
+    serving = asyncio.create_task(server.serve())
+    while not server.started:
+        assert not serving.done(), serving
+        await asyncio.sleep(0.01)
+    return server, serving, server.servers[0].sockets[0].getsockname()[1]
+
+
 @pytest.mark.timeout(60)
 @pytest.mark.parametrize("http", ["h11", "httptools"])
 def test_uvicorn_served_to_httpx(loop, http):
@@ -39,14 +52,7 @@ def test_uvicorn_served_to_httpx(loop, http):
     pytest.importorskip(http)
 
     async def main():
-        config = uvicorn.Config(reversing_app, host="127.0.0.1", port=0, loop="none",
-                                http=http, lifespan="off", log_level="warning")
-        server = uvicorn.Server(config)
-        serving = asyncio.create_task(server.serve())
-        while not server.started:
-            assert not serving.done(), serving
-            await asyncio.sleep(0.01)
-        port = server.servers[0].sockets[0].getsockname()[1]
+        server, serving, port = await start_uvicorn(reversing_app, http)
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
             first = (await client.get("/")).content
             big = (await client.post("/", content=PAYLOAD)).content
@@ -71,35 +77,14 @@ async def streaming_app(scope, receive, send):
     await send({"type": "http.response.body", "body": b""})
 
 
-class LostWrites(logging.Handler):
-    """Counts asyncio's log of writes to a lost connection."""
-
-    def __init__(self):
-        super().__init__()
-        self.count = 0
-
-    def emit(self, record):
-        self.count += record.getMessage() == "socket.send() raised exception."
-
-
 async def requests_from_clients_that_close(loop, http):
     """uvicorn answering clients that send a request and close at once: how
     many writes to a lost connection asyncio's transport logs for each.
     (The response's first write draws the closed client's reset, so its
     second fails, and the ten after it count as lost.)"""
-    import uvicorn
-    config = uvicorn.Config(streaming_app, host="127.0.0.1", port=0, loop="none",
-                            http=http, lifespan="off", log_level="warning")
-    server = uvicorn.Server(config)
-    serving = asyncio.create_task(server.serve())
-    while not server.started:
-        assert not serving.done(), serving
-        await asyncio.sleep(0.01)
-    port = server.servers[0].sockets[0].getsockname()[1]
-    lost = LostWrites()
-    logging.getLogger("asyncio").addHandler(lost)
+    server, serving, port = await start_uvicorn(streaming_app, http)
     counts = []
-    try:
+    with LostWrites() as lost:
         for i in range(3):
             before = lost.count
             with socket.create_connection(("127.0.0.1", port)) as client:
@@ -108,10 +93,8 @@ async def requests_from_clients_that_close(loop, http):
             while state.total_requests <= i or state.connections or state.tasks:
                 await asyncio.sleep(0.01)
             counts.append(lost.count - before)
-    finally:
-        logging.getLogger("asyncio").removeHandler(lost)
-        server.should_exit = True
-        await serving
+    server.should_exit = True
+    await serving
     return counts
 
 

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from helpers import asyncio_log, run, spin
+from helpers import LostWrites, asyncio_log, run, spin
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -333,14 +333,14 @@ def test_repr_counts_a_held_write(loop, sockpair):
 # is not watching (reading paused or over), it sends each on its own
 # instead, as asyncio does.
 
-class _CountLostWrites(logging.Handler):
-    def __init__(self):
-        super().__init__()
-        self.count = 0
-
-    def emit(self, record):
-        if record.getMessage() == "socket.send() raised exception.":
-            self.count += 1
+def tcp_connection():
+    """A connected pair of blocking TCP sockets on 127.0.0.1: (the peer's,
+    the one for the transport)."""
+    with socket.socket() as lsock:
+        lsock.bind(("127.0.0.1", 0))
+        lsock.listen(1)
+        peer = socket.create_connection(lsock.getsockname())
+        return peer, lsock.accept()[0]
 
 
 async def _write_to_a_closed_peer(loop, case):
@@ -365,14 +365,8 @@ async def _write_to_a_closed_peer(loop, case):
         def eof_received(self):
             events.append("eof")
 
-    lost_writes = _CountLostWrites()
-    logging.getLogger("asyncio").addHandler(lost_writes)
-    with socket.socket() as lsock:
-        lsock.bind(("127.0.0.1", 0))
-        lsock.listen(1)
-        peer = socket.create_connection(lsock.getsockname())
-        ours, _ = lsock.accept()
-    try:
+    peer, ours = tcp_connection()
+    with LostWrites() as lost_writes, peer, ours:
         ours.setblocking(False)
         tr = await transport_on(loop, ours, P(loop, events))
         if where == "data_received":
@@ -388,10 +382,6 @@ async def _write_to_a_closed_peer(loop, case):
         await spin(4)
         tr.abort()
         await spin(2)
-    finally:
-        logging.getLogger("asyncio").removeHandler(lost_writes)
-        peer.close()
-        ours.close()
     return events, lost_writes.count
 
 
@@ -426,11 +416,7 @@ def test_held_writes_after_the_peer_shut_down_its_side_all_arrive(loop):
             return True                      # keep the transport open to write
 
     async def main():
-        with socket.socket() as lsock:
-            lsock.bind(("127.0.0.1", 0))
-            lsock.listen(1)
-            peer = socket.create_connection(lsock.getsockname())
-            ours, _ = lsock.accept()
+        peer, ours = tcp_connection()
         with peer, ours:
             ours.setblocking(False)
             proto = P(loop, events)
