@@ -1052,7 +1052,8 @@ cdef class SocketTransport(TransportBase):
         elif self.buffer:
             # Queued behind unsent data: the fd's writer sends it.
             self.keep_unsent(data, buf, size, 0)
-        elif size <= self.high_water and (self.delivering or self.loop.batching_writes):
+        elif (size <= self.high_water and (self.delivering or self.loop.batching_writes)
+              and self.may_hold_writes()):
             self.pending = data if type(data) is bytes else PyBytes_FromStringAndSize(buf, size)
             self.deferred = size
             if not self.delivering and not self.queued:
@@ -1162,9 +1163,7 @@ cdef class SocketTransport(TransportBase):
         if second is None:
             self.send_now(first, PyBytes_AS_STRING(first), size)
             return 0
-        if not self.reading_registered or self.loop.peer_closed(self._sock_fd):
-            # The peer may have shut down its side (it did, or the poller
-            # does not watch for it now: reading is paused or over).
+        if not self.may_hold_writes():       # no more since the first was held
             return self.send_each(first, second)
         if not self.buffer:
             writes = 2
@@ -1183,13 +1182,21 @@ cdef class SocketTransport(TransportBase):
                 self.count_lost_write()
         return 0
 
+    cdef inline bint may_hold_writes(self) noexcept:
+        """Whether writes may be held: not once the peer may have shut down
+        its side (the poller reported it, or does not watch for it now:
+        reading is paused or over). A peer that closed its socket answers
+        the first send() with a reset, which (over loopback, at once) fails
+        the next send() in asyncio: each write is then sent at once, as
+        asyncio sends it, so that a failure closes the transport at the
+        same write() and connection_lost() is scheduled at the same point."""
+        return self.reading_registered and not self.loop.peer_closed(self._sock_fd)
+
     cdef int send_each(self, bytes first, bytes second) except -1:
-        """settle_writes() of two or more writes to a peer that may have shut
-        down its side: each is sent as asyncio's write() sends it. If the
-        peer closed its socket, its kernel answers the first send() with a
-        reset, which (over loopback, at once) fails the next send(): one
-        writev() of them all would have succeeded instead, and the transport
-        would not see the loss asyncio's does."""
+        """settle_writes() of two or more writes held before reading paused
+        (see may_hold_writes()): each is sent as asyncio's write() sent it.
+        One writev() of them all would succeed where asyncio's second send()
+        to a closed peer fails."""
         cdef list held = [first, second]
         cdef bytes data
         if self.buffer:                      # the writes held after the second
