@@ -329,9 +329,10 @@ def test_repr_counts_a_held_write(loop, sockpair):
 # of two write()s asyncio's second fails (EPIPE): the transport closes with
 # BrokenPipeError, and each later write() counts as one to a lost connection.
 # fastloop holds a callback's writes and would send them in one writev(),
-# which succeeds; once the poller has reported the peer's FIN, or while it
-# is not watching (reading paused or over), it sends each on its own
-# instead, as asyncio does.
+# which succeeds. So once the poller has reported the peer's FIN, or while
+# it is not watching (reading paused or over), it holds none: each goes out
+# during write(), as in asyncio; writes it held before reading paused go out
+# one by one.
 
 def tcp_connection():
     """A connected pair of blocking TCP sockets on 127.0.0.1: (the peer's,
@@ -352,8 +353,13 @@ async def _write_to_a_closed_peer(loop, case):
     def write_all(tr):
         for _ in range(writes):
             tr.write(b"x" * 100)
-        # After the failed write's connection_lost(), as asyncio queues them.
-        loop.call_soon(events.append, "queued after the writes")
+        if where == "paused after":
+            # Held (the poller has not reported the FIN), and then sent one
+            # by one, as the poller stops watching: the second still fails.
+            tr.pause_reading()
+        else:
+            # After the failed write's connection_lost(), as asyncio queues them.
+            loop.call_soon(events.append, "queued after the writes")
         events.append(("closing", tr.is_closing()))
 
     class P(Recorder):
@@ -378,8 +384,9 @@ async def _write_to_a_closed_peer(loop, case):
             if where == "paused":         # the poller is not told to watch
                 tr.pause_reading()
             peer.close()
-            # The poll that reports the FIN runs before this task step does.
-            await asyncio.sleep(0)
+            if where != "paused after":
+                # The poll that reports the FIN runs before this task step does.
+                await asyncio.sleep(0)
             write_all(tr)
         await spin(4)
         tr.abort()
@@ -388,7 +395,8 @@ async def _write_to_a_closed_peer(loop, case):
 
 
 @pytest.mark.parametrize("case", [("task step", 2), ("task step", 7), ("paused", 3),
-                                  ("data_received", 2), ("data_received", 9)])
+                                  ("paused after", 7), ("data_received", 2),
+                                  ("data_received", 9)])
 def test_writes_held_for_a_peer_that_closed_fail_as_in_asyncio(loop, impl, case):
     if impl == "fastloop-poll" and not sys.platform.startswith("linux"):
         pytest.skip("poll() reports no peer shutdown (POLLRDHUP) here: see README")
@@ -400,8 +408,9 @@ def test_writes_held_for_a_peer_that_closed_fail_as_in_asyncio(loop, impl, case)
         # The first write() is sent; the rest count as lost from the second
         # on, logged from the sixth write to the lost connection.
         seen = [("data", b"request")] if where == "data_received" else []
-        assert got == (seen + [("closing", True), ("lost", "BrokenPipeError"),
-                               "queued after the writes"], max(0, writes - 6))
+        queued = [] if where == "paused after" else ["queued after the writes"]
+        assert got == (seen + [("closing", True), ("lost", "BrokenPipeError")] + queued,
+                       max(0, writes - 6))
 
 
 def test_held_writes_after_the_peer_shut_down_its_side_all_arrive(loop):
