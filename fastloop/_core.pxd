@@ -88,8 +88,10 @@ cdef class LoopCore(LoopBase):
     cdef bint has_left_interest(self, int fd, int kind, object owner) except -1
     cdef object io_handle_of(self, int fd, int kind)
     # Whether the poller has reported that fd's peer shut down its sending
-    # side (_poller.pxd PEER_CLOSED), since fd was last registered.
-    cdef bint peer_closed(self, int fd) noexcept
+    # side (_poller.pxd PEER_CLOSED), since fd was last registered. Inline:
+    # a transport asks at each write it might hold.
+    cdef inline bint peer_closed(self, int fd) noexcept:
+        return fd < self.fds_capacity and self.fds[fd].peer_closed
     cdef object new_future(self)
     # create_task(coro, name=, context=) without extra keyword arguments
     cdef object create_task_plain(self, object coro, object name, object context)

@@ -535,9 +535,6 @@ cdef class LoopCore(LoopBase):
         handle = self.fds[fd].reader if kind == READABLE else self.fds[fd].writer
         return <object>handle if handle != NULL else None
 
-    cdef bint peer_closed(self, int fd) noexcept:
-        return fd < self.fds_capacity and self.fds[fd].peer_closed
-
     cdef bint has_left_interest(self, int fd, int kind, object owner) except -1:
         """True if `owner` left `kind` registered with the poller and nothing
         else has registered fd since. The caller has just read fd from

@@ -1163,7 +1163,9 @@ cdef class SocketTransport(TransportBase):
         if second is None:
             self.send_now(first, PyBytes_AS_STRING(first), size)
             return 0
-        if not self.may_hold_writes():       # no more since the first was held
+        if not self.reading_registered:
+            # Reading stopped since the first was held (the poller's hint
+            # cannot change during a callback: see may_hold_writes()).
             return self.send_each(first, second)
         if not self.buffer:
             writes = 2
