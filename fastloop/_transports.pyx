@@ -1198,19 +1198,14 @@ cdef class SocketTransport(TransportBase):
         """settle_writes() of two or more writes held before reading paused
         (see may_hold_writes()): each is sent as asyncio's write() sent it.
         One writev() of them all would succeed where asyncio's second send()
-        to a closed peer fails."""
+        to a closed peer fails. write_bytes() holds none of them now."""
         cdef list held = [first, second]
         cdef bytes data
         if self.buffer:                      # the writes held after the second
             held += self.buffer
             self.buffer.clear()
         for data in held:
-            if self.conn_lost:
-                self.count_lost_write()
-            elif self.buffer:
-                self.keep_unsent(data, PyBytes_AS_STRING(data), PyBytes_GET_SIZE(data), 0)
-            else:
-                self.send_now(data, PyBytes_AS_STRING(data), PyBytes_GET_SIZE(data))
+            self.write_bytes(data, PyBytes_AS_STRING(data), PyBytes_GET_SIZE(data))
         return 0
 
     def writelines(self, list_of_data):
