@@ -48,6 +48,16 @@ class LostWrites(logging.Handler):
         logging.getLogger("asyncio").removeHandler(self)
 
 
+def tcp_connection():
+    """A connected pair of blocking TCP sockets on 127.0.0.1: (the
+    connecting end, the accepted end)."""
+    with socket.socket() as lsock:
+        lsock.bind(("127.0.0.1", 0))
+        lsock.listen(1)
+        client = socket.create_connection(lsock.getsockname())
+        return client, lsock.accept()[0]
+
+
 async def spin(n):
     """Let the loop run n more iterations."""
     for _ in range(n):

@@ -33,7 +33,7 @@ import pytest
 
 import fastloop
 
-from helpers import HAS_IPV6, RecordingProtocol, collect_quietly, run, spin
+from helpers import HAS_IPV6, RecordingProtocol, collect_quietly, run, spin, tcp_connection
 
 PY311 = sys.version_info >= (3, 11)
 
@@ -41,11 +41,7 @@ PY311 = sys.version_info >= (3, 11)
 @pytest.fixture
 def tcp_pair():
     """A connected pair of non-blocking TCP sockets on 127.0.0.1."""
-    with socket.socket() as lsock:
-        lsock.bind(("127.0.0.1", 0))
-        lsock.listen(1)
-        client = socket.create_connection(lsock.getsockname())
-        server, _ = lsock.accept()
+    client, server = tcp_connection()
     client.setblocking(False)
     server.setblocking(False)
     yield client, server

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from helpers import LostWrites, asyncio_log, run, spin
+from helpers import LostWrites, asyncio_log, run, spin, tcp_connection
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -333,16 +333,6 @@ def test_repr_counts_a_held_write(loop, sockpair):
 # it is not watching (reading paused or over), it holds none: each goes out
 # during write(), as in asyncio; writes it held before reading paused go out
 # one by one.
-
-def tcp_connection():
-    """A connected pair of blocking TCP sockets on 127.0.0.1: (the peer's,
-    the one for the transport)."""
-    with socket.socket() as lsock:
-        lsock.bind(("127.0.0.1", 0))
-        lsock.listen(1)
-        peer = socket.create_connection(lsock.getsockname())
-        return peer, lsock.accept()[0]
-
 
 async def _write_to_a_closed_peer(loop, case):
     """case: (where the writes are made, how many). Returns what the server
