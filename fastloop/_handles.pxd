@@ -84,6 +84,10 @@ cdef bint given_as_int(object when, double deadline) noexcept
 cdef TimerHandle new_timer(double when, object callback, tuple args, LoopBase loop,
                            object context)
 cdef int check_callback(object callback, str method) except -1
+# What copy_context() would give now, kept cheaply (the current context's
+# variables), and later a new context holding it.
+cdef object current_context_vars()
+cdef object context_with_vars(object kept)
 
 # A handle's tp_traverse. It looks inside the argument tuple and context copy
 # a handle owns alone even while the loop keeps those out of the GC; the loop

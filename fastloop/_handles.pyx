@@ -41,6 +41,8 @@ cdef extern from "Python.h":
     int PyContext_Enter(object) except -1
     int PyContext_Exit(object) except -1
     object PyContext_New()
+    object PyContext_Copy(object)
+    bint PyContext_CheckExact(object)
 
 
 cdef extern from "_compat.h":
@@ -415,6 +417,31 @@ def _context_layout_matches():
 # Free-threaded builds could race on the shared copy: they always copy.
 cdef bint _CONTEXT_SHARING = (getattr(sys, "_is_gil_enabled", lambda: True)()
                               and _context_layout_matches())
+
+
+# The context something was done in, kept to run its consequences later in a
+# copy of it, as asyncio would have made the copy then (a transport's held
+# writes: see _transports.pyx). While Context objects can be read, what is kept
+# is the current context's variables, an immutable mapping, so keeping them
+# allocates nothing; otherwise a copy of the context.
+
+cdef object current_context_vars():
+    cdef PyObject* current
+    if _CONTEXT_SHARING:
+        current = fl_current_context()
+        if current is not NULL:
+            return <object>fl_context_vars(current)
+    return PyContext_CopyCurrent()
+
+
+cdef object context_with_vars(object kept):
+    """A new context holding what current_context_vars() kept."""
+    cdef object context
+    if PyContext_CheckExact(kept):
+        return PyContext_Copy(kept)
+    context = PyContext_New()
+    fl_context_set_vars(<PyObject*>context, <PyObject*>kept)
+    return context
 
 
 cdef Handle new_handle(object callback, tuple args, LoopBase loop, object context):

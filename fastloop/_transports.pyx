@@ -20,7 +20,8 @@ from libc.stdlib cimport realloc, free
 from libc.string cimport memcmp, memcpy, memset
 from posix.unistd cimport close as close_fd
 
-from fastloop._handles cimport Handle, WriteSettler, new_handle, fill_handle
+from fastloop._handles cimport (Handle, WriteSettler, new_handle, fill_handle,
+                                current_context_vars, context_with_vars)
 from fastloop._core cimport LoopCore
 from fastloop._poller cimport READABLE, WRITABLE
 from fastloop._recvbuf cimport READ_SIZE, read_some, received
@@ -235,7 +236,16 @@ cdef class TransportBase(WriteSettler):
     cdef dict extra                    # get_extra_info()'s, but for "socket":
     cdef object unwrapped_sock         # its TransportSocket is made on first use
     cdef object server
-    cdef object context                # the reader's and writer's context
+    # The context reading starts in: a copy of the creator's, as asyncio's
+    # first fd reader has. asyncio registers the fd's reader and writer
+    # anew, each in a copy of the context current then, at resume_reading()
+    # and at the write() that leaves data unsent: so do these.
+    cdef object context
+    # While writes made during a loop callback are held, and while they are
+    # sent (settle_writes()), the variables of the context they were made in
+    # (current_context_vars()): the writer registered and the connection_lost()
+    # scheduled for them run where asyncio's write() would have put them.
+    cdef object held_vars
 
     cdef list buffer                   # what is not sent yet, oldest first
     cdef Py_ssize_t buffer_size        # its size, as get_write_buffer_size() counts it
@@ -383,19 +393,24 @@ cdef class TransportBase(WriteSettler):
     cdef call_soon(self, callback, tuple args):
         self.loop.push_ready(new_handle(callback, args, self.loop, None))
 
-    cdef IOHandle io_handle(self, int kind):
+    cdef object writes_context(self):
+        """A copy of the context the writes being sent were made in (None:
+        the current one's)."""
+        return None if self.held_vars is None else context_with_vars(self.held_vars)
+
+    cdef IOHandle io_handle(self, int kind, object context):
         cdef IOHandle handle = IOHandle.__new__(IOHandle)
         handle._callback = self          # what reprs and slow-callback warnings show
         handle._args = ()
         handle._loop = self.loop
-        handle._context = self.context
+        handle._context = context
         handle.transport = self
         handle.step = <io_step>(readable_step if kind == ON_READABLE else writable_step)
         return handle
 
-    cdef start_reading_now(self):
+    cdef start_reading_now(self, object context):
         if not self.reading_registered:
-            self.loop.set_io_handle(self._sock_fd, READABLE, self.io_handle(ON_READABLE))
+            self.loop.set_io_handle(self._sock_fd, READABLE, self.io_handle(ON_READABLE, context))
             self.reading_registered = True
 
     cdef stop_reading_now(self):
@@ -404,8 +419,12 @@ cdef class TransportBase(WriteSettler):
             self.loop.clear_io_handle(self._sock_fd, READABLE)
 
     cdef start_writing(self):
+        cdef object context
         if not self.writing_registered:
-            self.loop.set_io_handle(self._sock_fd, WRITABLE, self.io_handle(ON_WRITABLE))
+            context = self.writes_context()
+            if context is None:
+                context = PyContext_CopyCurrent()
+            self.loop.set_io_handle(self._sock_fd, WRITABLE, self.io_handle(ON_WRITABLE, context))
             self.writing_registered = True
 
     cdef stop_writing(self):
@@ -436,7 +455,7 @@ cdef class TransportBase(WriteSettler):
         if self.deferred:
             self.settle_writes()
         if not self.closing and not self.paused:
-            self.start_reading_now()
+            self.start_reading_now(self.context)
 
     cdef detach_server(self):
         server = self.server
@@ -461,7 +480,7 @@ cdef class TransportBase(WriteSettler):
         if self.closing or not self.paused:
             return
         self.paused = False
-        self.start_reading_now()
+        self.start_reading_now(PyContext_CopyCurrent())
         if self.loop._debug:
             _logger.debug("%r resumes reading", self)
 
@@ -584,7 +603,8 @@ cdef class TransportBase(WriteSettler):
             self.closing = True
             self.stop_reading_now()
         self.conn_lost += 1
-        self.call_soon(self._call_connection_lost, (exc,))
+        self.loop.push_ready(new_handle(self._call_connection_lost, (exc,), self.loop,
+                                        self.writes_context()))
 
     cdef fatal_error(self, exc, str message):
         if isinstance(exc, OSError):
@@ -1056,8 +1076,11 @@ cdef class SocketTransport(TransportBase):
               and self.may_hold_writes()):
             self.pending = data if type(data) is bytes else PyBytes_FromStringAndSize(buf, size)
             self.deferred = size
-            if not self.delivering and not self.queued:
-                self.queue_on_loop()
+            if not self.delivering:
+                # Sent once the callback returns, outside its context.
+                self.held_vars = current_context_vars()
+                if not self.queued:
+                    self.queue_on_loop()
         else:
             self.send_now(data, buf, size)
 
@@ -1153,6 +1176,14 @@ cdef class SocketTransport(TransportBase):
 
     cdef int settle_writes(self) except -1:
         """Send the deferred writes (see above)."""
+        if not self.deferred:
+            return 0
+        try:
+            return self.send_held()
+        finally:
+            self.held_vars = None
+
+    cdef int send_held(self) except -1:
         cdef object first = self.pending, second = self.pending_second
         cdef Py_ssize_t size = self.deferred
         cdef Py_ssize_t writes               # the write() calls held

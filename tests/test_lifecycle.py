@@ -1075,6 +1075,31 @@ def test_debug_slow_timer_and_task_warning(loop, caplog, kind):
     assert re.fullmatch(pattern, messages[0], re.S), messages[0]
 
 
+def test_debug_slow_callback_timed_with_the_loops_clock(loop, caplog):
+    """asyncio times callbacks with loop.time(): a clock patched on the loop
+    (as test suites advance it) is what the warning reports, though no real
+    time passed."""
+    caplog.set_level(logging.WARNING, logger="asyncio")
+    loop.set_debug(True)
+    clock = [loop.time()]
+    loop.time = lambda: clock[0]
+
+    def jump():
+        clock[0] += 1000
+
+    loop.call_soon(jump)
+    loop.call_soon(loop.stop)
+    try:
+        loop.run_forever()
+    finally:
+        del loop.time
+    messages = [r.getMessage() for r in caplog.records
+                if r.name == "asyncio" and r.levelno == logging.WARNING]
+    assert len(messages) == 1, messages
+    assert re.fullmatch(r"Executing <Handle .*<locals>\.jump\(\).*> took 1000\.000 seconds",
+                        messages[0], re.S), messages[0]
+
+
 def test_debug_default_handler_shows_handle_traceback(loop, caplog):
     # Called from inside a callback, the default handler points at where
     # that callback was scheduled.

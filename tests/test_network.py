@@ -2903,6 +2903,110 @@ def test_context_of_protocol_callbacks(loop):
 
 
 @pytest.mark.timeout(30)
+@pytest.mark.parametrize("scenario", [
+    "resume_reading_elsewhere", "held_writes_partly_sent", "write_past_high_water",
+    "peer_gone_during_writes"])
+def test_context_of_callbacks_after_reregistering(loop, scenario):
+    """asyncio registers a transport's fd reader anew at resume_reading(), and
+    its fd writer at the write() that leaves data unsent, each in a copy of
+    the context current then: what the protocol is called with from them
+    (data_received(), eof_received(), resume_writing(), connection_lost())
+    runs there, not in the transport creator's context. Writes held until a
+    task step returns count as made in the task's context."""
+    var = contextvars.ContextVar("var", default="unset")
+    log = []
+
+    class Proto(asyncio.Protocol):
+        def connection_made(self, transport):
+            self.lost = loop.create_future()
+
+        def data_received(self, data):
+            log.append(("data", var.get()))
+
+        def eof_received(self):
+            log.append(("eof", var.get()))
+
+        def pause_writing(self):
+            log.append(("pause", var.get()))
+
+        def resume_writing(self):
+            log.append(("resume", var.get()))
+
+        def connection_lost(self, exc):
+            log.append(("lost", type(exc).__name__, var.get()))
+            self.lost.set_result(None)
+
+    def in_context_of_its_own(name, action):
+        def act():
+            var.set(name)
+            action()
+        contextvars.Context().run(act)
+
+    async def drain(sock, nbytes):
+        while nbytes > 0:
+            data = await loop.sock_recv(sock, 65536)
+            if not data:
+                return
+            nbytes -= len(data)
+
+    async def main():
+        var.set("creator")
+        a, b = socket.socketpair()
+        b.setblocking(False)
+        a.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+        b.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        tr, proto = await loop.create_connection(Proto, sock=a)
+        try:
+            if scenario == "resume_reading_elsewhere":
+                tr.pause_reading()
+                in_context_of_its_own("resumer", tr.resume_reading)
+                b.send(b"x")
+                await spin(5)
+                b.shutdown(socket.SHUT_WR)
+            elif scenario == "held_writes_partly_sent":
+                async def respond():
+                    var.set("writer")
+                    for _ in range(3):
+                        tr.write(b"x" * 20000)     # together below the high-water mark
+                    var.set("writer, later")
+                await asyncio.create_task(respond())
+                assert tr.get_write_buffer_size() > 0
+                in_context_of_its_own("closer", tr.close)
+                await drain(b, 60000)
+            elif scenario == "write_past_high_water":
+                def respond():
+                    var.set("writer")
+                    tr.write(b"x" * 1000000)
+                    var.set("writer, later")
+                loop.call_soon(respond)
+                await spin(2)
+                await drain(b, 1000000)
+                in_context_of_its_own("closer", tr.close)
+            else:
+                async def respond():
+                    var.set("writer")
+                    b.close()           # before the poller can tell
+                    tr.write(b"x")
+                    tr.write(b"y")
+                    var.set("writer, later")
+                await asyncio.create_task(respond())
+            await proto.lost
+        finally:
+            tr.close()
+            b.close()
+
+    run(loop, main())
+    assert log == {
+        "resume_reading_elsewhere": [
+            ("data", "resumer"), ("eof", "resumer"), ("lost", "NoneType", "resumer")],
+        "held_writes_partly_sent": [("lost", "NoneType", "writer")],
+        "write_past_high_water": [
+            ("pause", "writer"), ("resume", "writer"), ("lost", "NoneType", "closer")],
+        "peer_gone_during_writes": [("lost", "BrokenPipeError", "writer")],
+    }[scenario]
+
+
+@pytest.mark.timeout(30)
 def test_debug_mode_logs_connections(loop, caplog):
     # In debug mode asyncio logs each connection with the transport's repr.
     loop.set_debug(True)

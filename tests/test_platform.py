@@ -7,6 +7,7 @@ sizes and counts; no timing assertions; every child process is waited for.
 """
 import asyncio
 import contextlib
+import contextvars
 import datetime
 import errno
 import ipaddress
@@ -1179,6 +1180,50 @@ def test_subprocess_protocol_callbacks(loop):
     assert ("pipe_lost", 1, None) in events
     assert "exited" in events
     assert events[-1] == ("lost", None)
+
+
+def test_subprocess_protocol_callbacks_run_in_the_callers_context(loop, is_fastloop):
+    """Every SubprocessProtocol callback runs in a copy of the context
+    subprocess_exec() was called in: asyncio's from 3.12, which watches the
+    child through a pidfd registered then, as fastloop does on every version.
+    (3.10/3.11's asyncio reports the exit from the policy's child watcher,
+    in the watcher thread's context: see the README.)"""
+    if not is_fastloop and sys.version_info < (3, 12):
+        pytest.skip("asyncio reports exits from its watcher's context before 3.12")
+    var = contextvars.ContextVar("var", default="unset")
+    seen = set()
+
+    class Proto(asyncio.SubprocessProtocol):
+        def __init__(self):
+            self.done = loop.create_future()
+
+        def connection_made(self, transport):
+            seen.add(("made", var.get()))
+
+        def pipe_data_received(self, fd, data):
+            seen.add(("data", var.get()))
+
+        def pipe_connection_lost(self, fd, exc):
+            seen.add(("pipe_lost", var.get()))
+
+        def process_exited(self):
+            seen.add(("exited", var.get()))
+
+        def connection_lost(self, exc):
+            seen.add(("lost", var.get()))
+            self.done.set_result(None)
+
+    async def main():
+        var.set("caller")
+        tr, proto = await loop.subprocess_exec(
+            Proto, PY, "-c", "print('hi')", stdin=None, stderr=None)
+        var.set("caller, later")
+        await proto.done
+        tr.close()
+
+    run(loop, main(), 30)
+    assert seen == {("made", "caller"), ("data", "caller"), ("pipe_lost", "caller"),
+                    ("exited", "caller"), ("lost", "caller")}
 
 
 @pytest.mark.timeout(60)
