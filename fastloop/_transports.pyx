@@ -245,6 +245,8 @@ cdef class TransportBase(WriteSettler):
     # sent (settle_writes()), the variables of the context they were made in
     # (current_context_vars()): the writer registered and the connection_lost()
     # scheduled for them run where asyncio's write() would have put them.
+    # (Left set if sending them raised, a KeyboardInterrupt from
+    # pause_writing() say, until the next writes are held or sent.)
     cdef object held_vars
 
     cdef list buffer                   # what is not sent yet, oldest first
@@ -1176,14 +1178,6 @@ cdef class SocketTransport(TransportBase):
 
     cdef int settle_writes(self) except -1:
         """Send the deferred writes (see above)."""
-        if not self.deferred:
-            return 0
-        try:
-            return self.send_held()
-        finally:
-            self.held_vars = None
-
-    cdef int send_held(self) except -1:
         cdef object first = self.pending, second = self.pending_second
         cdef Py_ssize_t size = self.deferred
         cdef Py_ssize_t writes               # the write() calls held
@@ -1193,11 +1187,14 @@ cdef class SocketTransport(TransportBase):
         self.deferred = 0
         if second is None:
             self.send_now(first, PyBytes_AS_STRING(first), size)
+            self.forget_held_context()
             return 0
         if not self.reading_registered:
             # Reading stopped since the first was held (the poller's hint
             # cannot change during a callback: see may_hold_writes()).
-            return self.send_each(first, second)
+            self.send_each(first, second)
+            self.forget_held_context()
+            return 0
         if not self.buffer:
             writes = 2
             self.send_pair(first, second)
@@ -1213,7 +1210,12 @@ cdef class SocketTransport(TransportBase):
             # later one counted as a write after the loss (logged past 5).
             for _ in range(writes - 1):
                 self.count_lost_write()
+        self.forget_held_context()
         return 0
+
+    cdef inline void forget_held_context(self) noexcept:
+        if self.held_vars is not None:
+            self.held_vars = None
 
     cdef inline bint may_hold_writes(self) noexcept:
         """Whether writes may be held: not once the peer may have shut down
