@@ -1,7 +1,8 @@
 """Random scripts of stream-transport operations, and of asyncio streams
 over them, run on stdlib asyncio and on fastloop (each poller): what the
-protocol is told, the transport's state after every step, what the calls
-return or raise and the bytes each side gets must be the same.
+protocol is told (and in which step's context), the transport's state after
+every step, what the calls return or raise and the bytes each side gets
+must be the same.
 
 A transport script is drawn from a seeded generator: server-side writes
 (past the write buffer's high-water mark and the kernel's buffers; two
@@ -22,6 +23,7 @@ counts after that are left out.
 """
 import asyncio
 import concurrent.futures
+import contextvars
 import errno
 import random
 import socket
@@ -36,6 +38,13 @@ from helpers import (WAIT, asyncio_log, message_of, over_unix, quiesce, remove_s
                      start_serving, stream_client_socket, unread)
 
 pytestmark = pytest.mark.timeout(60)
+
+# The index of the script step running. The protocol logs it from its
+# callbacks: asyncio runs each in a copy of the context current where the
+# transport registered what calls it (its fd reader at creation and at
+# resume_reading(), its fd writer at the write that left data unsent) or
+# scheduled it (connection_lost() at close() or abort()).
+STEP = contextvars.ContextVar("step", default=None)
 
 SEEDS = range(16)
 SNDBUF = RCVBUF = 64 * 1024     # fixed kernel buffers: no autotuning between runs
@@ -134,7 +143,7 @@ class ScriptProtocol(asyncio.Protocol):
         if action is None:
             return
         self.split_dependent = True
-        self.log.append(("in_callback", action))
+        self.log.append(("in_callback", action, STEP.get()))
         if action == "raise":
             raise RuntimeError("raised by data_received")
         if action == "write_eof":
@@ -147,18 +156,19 @@ class ScriptProtocol(asyncio.Protocol):
         return "-" if self.split_dependent else (self.received, self.crc)
 
     def eof_received(self):
-        self.log.append(("eof_received", self.counts()))
+        self.log.append(("eof_received", self.counts(), STEP.get()))
         return self.eof_result
 
     def pause_writing(self):
-        self.log.append(("pause_writing",))
+        self.log.append(("pause_writing", STEP.get()))
 
     def resume_writing(self):
-        self.log.append(("resume_writing",))
+        self.log.append(("resume_writing", STEP.get()))
 
     def connection_lost(self, exc):
         self.lost = True
-        self.log.append(("connection_lost", type(exc).__name__ if exc else None, self.counts()))
+        self.log.append(("connection_lost", type(exc).__name__ if exc else None, self.counts(),
+                         STEP.get()))
 
 
 class BufferedScriptProtocol(ScriptProtocol, asyncio.BufferedProtocol):
@@ -309,6 +319,7 @@ async def play(loop, seed):
         packed_apart = False
         for i, (op, arg) in enumerate(steps):
             log.append(("step", op, arg))
+            STEP.set(i)
             if packed_apart and (op in ("abort", "sendfile") or arg == "raise"):
                 # Since a write_pair (one send on fastloop, two on asyncio),
                 # the kernel's buffers hold differently packed segments. So
