@@ -170,8 +170,7 @@ cdef class Handle:
         cdef object own
         if fl_context_vars(<PyObject*>shared) == <PyObject*>vars_before:
             return
-        own = PyContext_New()
-        fl_context_set_vars(<PyObject*>own, fl_context_vars(<PyObject*>shared))
+        own = context_holding(<object>fl_context_vars(<PyObject*>shared))
         fl_context_set_vars(<PyObject*>shared, <PyObject*>vars_before)
         self._context = own
         self.shared_context = False
@@ -180,9 +179,7 @@ cdef class Handle:
     cdef _unshare_context(self):
         # A context of its own, with the variables the shared one had when
         # this handle was scheduled.
-        cdef object own = PyContext_New()
-        fl_context_set_vars(<PyObject*>own, <PyObject*>self.context_vars)
-        self._context = own
+        self._context = context_holding(self.context_vars)
         self.shared_context = False
         self.context_vars = None
 
@@ -436,11 +433,15 @@ cdef object current_context_vars():
 
 cdef object context_with_vars(object kept):
     """A new context holding what current_context_vars() kept."""
-    cdef object context
     if PyContext_CheckExact(kept):
         return PyContext_Copy(kept)
-    context = PyContext_New()
-    fl_context_set_vars(<PyObject*>context, <PyObject*>kept)
+    return context_holding(kept)
+
+
+cdef inline object context_holding(object variables):
+    """A new Context with these variables (a Context's immutable mapping)."""
+    cdef object context = PyContext_New()
+    fl_context_set_vars(<PyObject*>context, <PyObject*>variables)
     return context
 
 
