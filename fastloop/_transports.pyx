@@ -393,7 +393,9 @@ cdef class TransportBase(WriteSettler):
     # ------------------------------------------------------------ plumbing
 
     cdef call_soon(self, callback, tuple args):
-        self.loop.push_ready(new_handle(callback, args, self.loop, None))
+        # While held writes are sent, what that schedules (a failed send's
+        # connection_lost()) counts as scheduled by those writes' write().
+        self.loop.push_ready(new_handle(callback, args, self.loop, self.writes_context()))
 
     cdef object writes_context(self):
         """A copy of the context the writes being sent were made in (None:
@@ -605,8 +607,7 @@ cdef class TransportBase(WriteSettler):
             self.closing = True
             self.stop_reading_now()
         self.conn_lost += 1
-        self.loop.push_ready(new_handle(self._call_connection_lost, (exc,), self.loop,
-                                        self.writes_context()))
+        self.call_soon(self._call_connection_lost, (exc,))
 
     cdef fatal_error(self, exc, str message):
         if isinstance(exc, OSError):
