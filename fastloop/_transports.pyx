@@ -623,6 +623,17 @@ cdef class TransportBase(WriteSettler):
             })
         self.force_close(exc)
 
+    cdef fatal_error_found(self, exc, str message):
+        """fatal_error() of an error found here (a failed system call, a
+        check), raised and caught first so that it carries a traceback as
+        asyncio's does (raised by the call or check): the logs print it.
+        Returns it."""
+        try:
+            raise exc
+        except BaseException as raised:
+            self.fatal_error(raised, message)
+            return raised
+
     def _call_connection_lost(self, exc):
         self.call_connection_lost(exc)
 
@@ -905,7 +916,7 @@ cdef class SocketTransport(TransportBase):
         """A read's recv() failed with err: nothing to read yet, or the
         connection's fatal read error."""
         if not would_block(err):
-            self.fatal_error(os_error(err), "Fatal read error on socket transport")
+            self.fatal_error_found(os_error(err), "Fatal read error on socket transport")
         return 0
 
     cdef int deliver(self, bytes data) except -1:
@@ -971,6 +982,7 @@ cdef class SocketTransport(TransportBase):
         cdef int err = 0
         cdef Py_buffer view
         cdef Py_ssize_t size
+        cdef bint unfillable = False
         # The protocol's callbacks are called as in deliver(): no try block
         # on the per-read path.
         cdef PyObject* result = fl_call_method_at(self.protocol, &self.get_buffer_at,
@@ -983,14 +995,17 @@ cdef class SocketTransport(TransportBase):
         if size < 0:
             return self.protocol_failed("Fatal error: protocol.get_buffer() call failed.")
         if size == 0:
-            self.fatal_error(RuntimeError("get_buffer() returned an empty buffer"),
-                             "Fatal error: protocol.get_buffer() call failed.")
+            self.fatal_error_found(RuntimeError("get_buffer() returned an empty buffer"),
+                                   "Fatal error: protocol.get_buffer() call failed.")
             return 0
         try:
             PyObject_GetBuffer(buf, &view, PyBUF_WRITABLE)
         except BaseException:
-            # asyncio's recv_into(buf) raises this, from its argument parsing.
-            self.fatal_error(
+            unfillable = True
+        if unfillable:
+            # asyncio's recv_into(buf) raises this, from its argument parsing
+            # (raised out here: it has no __context__).
+            self.fatal_error_found(
                 TypeError(f"recv_into() argument 1 must be read-write bytes-like object, "
                           f"not {c_type_name(buf)}"),
                 "Fatal read error on socket transport")
@@ -1118,7 +1133,7 @@ cdef class SocketTransport(TransportBase):
         size at buf and then's: fail, or keep the rest for the fd's writer."""
         if n < 0:
             if not would_block(err):
-                self.fatal_error(os_error(err), "Fatal write error on socket transport")
+                self.fatal_error_found(os_error(err), "Fatal write error on socket transport")
                 return
             n = 0
         self.start_writing()
@@ -1265,8 +1280,8 @@ cdef class SocketTransport(TransportBase):
         if unsendable and not self.conn_lost:
             # 3.12+ keeps a memoryview of each piece; sending one that is
             # not contiguous fails, a fatal write error.
-            self.fatal_error(BufferError("memoryview: underlying buffer is not C-contiguous"),
-                             "Fatal write error on socket transport")
+            self.fatal_error_found(BufferError("memoryview: underlying buffer is not C-contiguous"),
+                                   "Fatal write error on socket transport")
             return
         if not pieces:
             return
@@ -1319,8 +1334,7 @@ cdef class SocketTransport(TransportBase):
                 return True
             self.stop_writing()
             self.drop_buffer()
-            exc = os_error(err)
-            self.fatal_error(exc, "Fatal write error on socket transport")
+            exc = self.fatal_error_found(os_error(err), "Fatal write error on socket transport")
             if self.empty_waiter is not None:
                 self.empty_waiter.set_exception(exc)
             return False

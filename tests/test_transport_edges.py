@@ -439,3 +439,64 @@ def test_held_writes_after_the_peer_shut_down_its_side_all_arrive(loop):
 
     run(loop, main())
     assert events == ["eof", ("lost", "NoneType"), ("peer got", b"headbodytailmoreagain")]
+
+
+@pytest.mark.parametrize("failure", ["read", "write", "buffered write", "empty buffer",
+                                     "unfillable buffer", "writelines"])
+def test_a_fatal_errors_exception_carries_a_traceback(loop, sockpair, failure):
+    """The exception a failed system call or check hands to connection_lost()
+    and the exception handler was raised (asyncio's by its socket call or
+    check), so the logs of the fatal error print a traceback with it."""
+    if failure == "writelines" and sys.version_info < (3, 12):
+        pytest.skip("before 3.12 writelines() joins the pieces: the join raises to the caller")
+    a, b = sockpair
+    events = []
+
+    class P(asyncio.BufferedProtocol):
+        def __init__(self):
+            loop.set_exception_handler(
+                lambda lp, ctx: events.append(("handler", type(ctx["exception"]).__name__,
+                                               ctx["exception"].__traceback__ is not None)))
+
+        def get_buffer(self, hint):
+            return {"empty buffer": bytearray(), "unfillable buffer": b"12345678"}.get(
+                failure, bytearray(1024))
+
+        def buffer_updated(self, n):
+            pass
+
+        def connection_lost(self, exc):
+            events.append(("lost", isinstance(exc, OSError) and "OSError" or type(exc).__name__,
+                           exc.__traceback__ is not None))
+
+    async def main():
+        tr = await transport_on(loop, a, P())
+        if failure == "read":
+            tr.write(b"left unread")        # closing with it unread resets
+            await asyncio.sleep(0.05)
+            b.close()
+        elif failure == "write":
+            tr.pause_reading()
+            b.close()
+            tr.write(b"x" * 100)
+        elif failure == "buffered write":
+            tr.pause_reading()
+            tr.write(b"x" * 4 * 1024 * 1024)  # more than the socket takes
+            await spin(3)
+            b.close()
+        elif failure == "writelines":
+            tr.writelines([b"a", memoryview(b"abcdef")[::2]])
+        else:
+            b.send(b"hi")
+        await asyncio.sleep(0.05)
+        await spin(3)
+        if not tr.is_closing():
+            await finish(tr)
+
+    run(loop, main())
+    if failure in ("read", "write", "buffered write"):
+        assert events == [("lost", "OSError", True)]
+    else:
+        kind = {"empty buffer": "RuntimeError", "unfillable buffer": "TypeError",
+                "writelines": "BufferError"}[failure]
+        assert events == [("handler", kind, True), ("lost", kind, True)]
