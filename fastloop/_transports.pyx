@@ -139,6 +139,7 @@ cdef enum:
 cdef enum:
     SOCKNAME_KNOWN = 1      # extra holds its "sockname"
     TCP_KNOWN = 2           # TCP by asyncio's rule: TCP_NODELAY goes on from C
+    ACCEPTED_EARLY = 4      # by fastloop's acceptor (TransportBase.joining)
 
 
 # An IOHandle's step: the transport's on_readable() or on_writable(), called
@@ -196,6 +197,15 @@ cdef class ConnectionMade(Handle):
 
     cdef int run(self) except -1:
         cdef TransportBase transport = self.transport
+        if transport.joining:
+            # Where asyncio's accept task makes the transport, which cannot
+            # join a server closed meanwhile (Server._attach()'s assertion,
+            # dropped by the task): the connection is closed, its protocol
+            # unused.
+            transport.joining = False
+            if transport.server is not None and transport.server._sockets is None:
+                transport.drop_unjoined()
+                return 0
         try:
             Handle.run(self)        # reports what connection_made() raised
         except BaseException:
@@ -236,6 +246,9 @@ cdef class TransportBase(WriteSettler):
     cdef dict extra                    # get_extra_info()'s, but for "socket":
     cdef object unwrapped_sock         # its TransportSocket is made on first use
     cdef object server
+    # Accepted by fastloop's acceptor and not yet where asyncio's accept task
+    # would make it and join it to the server (see ConnectionMade).
+    cdef bint joining
     # The context reading starts in: a copy of the creator's, as asyncio's
     # first fd reader has. asyncio registers the fd's reader and writer
     # anew, each in a copy of the context current then, at resume_reading()
@@ -448,6 +461,14 @@ cdef class TransportBase(WriteSettler):
         fill_handle(handle, protocol.connection_made, (self,), self.loop, None)
         handle.transport = self
         self.loop.push_ready(handle)
+
+    cdef drop_unjoined(self):
+        """Close a connection its server no longer takes, unseen by its
+        protocol (no connection_made(), no connection_lost())."""
+        self.closing = True
+        self.conn_lost += 1
+        self.protocol_connected = False
+        self.call_connection_lost(None)
 
     def _start_reading(self):
         self.start_reading_unless_stopped()
@@ -881,6 +902,7 @@ cdef class SocketTransport(TransportBase):
         # rule, which accept_inet() applied: nothing to set.)
         # As asyncio: connection_made() first, then reading starts, then the
         # waiter learns the connection is up.
+        self.joining = known & ACCEPTED_EARLY
         self.schedule_connection_made(protocol)
         if waiter is not None:
             self.call_soon(_set_result_unless_cancelled, (waiter, None))
@@ -1622,6 +1644,7 @@ cdef object accept_connections(LoopCore loop, protocol_factory, sock, server, Py
     pending": asyncio's own accept code then runs, meets the same error and
     reports it (or backs off on EMFILE and friends) the way asyncio does."""
     cdef Py_ssize_t i
+    cdef list batch = []
     if FL_HAVE_ACCEPT4 and type(sock) is _Socket and _raw_family(sock) in _INET_FAMILIES:
         return accept_inet(loop, protocol_factory, sock, server, backlog)
     for i in range(backlog):
@@ -1632,9 +1655,21 @@ cdef object accept_connections(LoopCore loop, protocol_factory, sock, server, Py
             return False
         except OSError:
             return True
-        start_accepted(loop, protocol_factory, conn, {'peername': addr}, server, 0)
+        batch.append(start_accepted(loop, protocol_factory, conn, {'peername': addr}, server, 0))
         if _raw_fileno(sock) < 0:
-            return False       # the protocol factory closed the server
+            return closed_by_protocol_factory(batch)
+    return False
+
+
+cdef bint closed_by_protocol_factory(list batch) except -1:
+    """A protocol factory closed the server while a batch of connections was
+    accepted. The batch ends there (the listening socket is gone), and its
+    earlier connections stay: asyncio's accept tasks call the factory and
+    join the server one connection after the other, so theirs had joined
+    before the close."""
+    for transport in batch:
+        if transport is not None:
+            (<TransportBase>transport).joining = False
     return False
 
 
@@ -1663,7 +1698,9 @@ cdef class Acceptor:
         self.ssl_timeouts = ssl_timeouts
 
     def __call__(self):
-        if self.loop._debug or accept_connections(
+        # With a task factory, asyncio's accept tasks are the factory's to
+        # make (and an eager one makes each transport at once).
+        if self.loop._debug or self.loop._task_factory is not None or accept_connections(
                 self.loop, self.protocol_factory, self.sock, self.server, self.backlog):
             _asyncio_accept_connection(self.loop, self.protocol_factory, self.sock, None,
                                        self.server, self.backlog, *self.ssl_timeouts)
@@ -1696,6 +1733,7 @@ cdef object accept_inet(LoopCore loop, protocol_factory, sock, server, Py_ssize_
     # The transport is made here and the fd checked against loop._transports
     # in C: it can own the bare fd (TransportBase.sock_deferred).
     cdef bint deferred = type(loop.transports) is TransportMap
+    cdef list batch = []
     for i in range(backlog):
         while True:
             fd = fl_accept_nonblocking(listen_fd, &peer, &peer_len)
@@ -1706,17 +1744,18 @@ cdef object accept_inet(LoopCore loop, protocol_factory, sock, server, Py_ssize_
             return not (would_block(err) or err == ECONNABORTED)
         extra = {"peername": inet_address(&peer), "sockname": own_inet_address(fd)}
         if deferred:
-            start_accepted_fd(loop, protocol_factory, fd, family, nonblocking_type, proto,
-                              extra, server, known)
+            transport = start_accepted_fd(loop, protocol_factory, fd, family, nonblocking_type,
+                                          proto, extra, server, known)
         else:
             try:
                 conn = new_socket(family, nonblocking_type, proto, fd)
             except BaseException:
                 close_fd(fd)
                 raise
-            start_accepted(loop, protocol_factory, conn, extra, server, known)
+            transport = start_accepted(loop, protocol_factory, conn, extra, server, known)
+        batch.append(transport)
         if _raw_fileno(sock) != listen_fd:
-            return False       # the protocol factory closed the server
+            return closed_by_protocol_factory(batch)
     return False
 
 
@@ -1784,6 +1823,7 @@ cdef object inet_address(sockaddr_storage* addr):
 
 
 cdef start_accepted(LoopCore loop, protocol_factory, conn, dict extra, server, int known):
+    """The transport of an accepted connection (None if making it failed)."""
     # asyncio makes the protocol and transport in a task of their own, so
     # each connection gets a copy of the context: so does it here.
     ctx = PyContext_CopyCurrent()
@@ -1793,7 +1833,9 @@ cdef start_accepted(LoopCore loop, protocol_factory, conn, dict extra, server, i
         # What Loop._make_socket_transport does, without two Python calls.
         ensure_no_transport(loop, conn)
         transport = SocketTransport.__new__(SocketTransport)
-        (<SocketTransport>transport).start(loop, conn, protocol, None, extra, server, known)
+        (<SocketTransport>transport).start(loop, conn, protocol, None, extra, server,
+                                           known | ACCEPTED_EARLY)
+        return transport
     except BaseException as exc:
         if isinstance(exc, (KeyboardInterrupt, SystemExit)):
             raise
@@ -1808,7 +1850,8 @@ cdef start_accepted(LoopCore loop, protocol_factory, conn, dict extra, server, i
 cdef start_accepted_fd(LoopCore loop, protocol_factory, int fd, int family, int type_,
                        int proto, dict extra, server, int known):
     """start_accepted() for the bare fd of an accepted TCP connection: its
-    transport is set up without a socket object (see setup_deferred())."""
+    transport is set up without a socket object (see setup_deferred()).
+    The transport, or None."""
     cdef SocketTransport transport = None
     ctx = PyContext_CopyCurrent()
     PyContext_Enter(ctx)
@@ -1819,10 +1862,11 @@ cdef start_accepted_fd(LoopCore loop, protocol_factory, int fd, int family, int 
             # asyncio's fd-in-use check raises here, and its accept task
             # drops the error outside debug mode (the only mode this runs in).
             close_owned_fd(fd)
-            return
+            return None
         transport = SocketTransport.__new__(SocketTransport)
         transport.setup_deferred(loop, fd, family, type_, proto, protocol, extra)
-        transport.begin(protocol, None, server, known)
+        transport.begin(protocol, None, server, known | ACCEPTED_EARLY)
+        return transport
     except BaseException as exc:
         # As start_accepted(): the connection is closed (a transport that
         # took the fd closes it, and counts as closing from then on).

@@ -1867,6 +1867,146 @@ def test_servers_use_an_overridden_accept_connection(impl):
 
 
 @pytest.mark.timeout(30)
+@pytest.mark.parametrize("family", ["tcp", "unix"])
+@pytest.mark.parametrize("closed", [True, False], ids=["closed", "open"])
+def test_a_connection_accepted_as_its_server_closes_is_dropped(loop, family, closed, short_tmp):
+    """A connection accepted in the loop iteration that ends with the server
+    closed: asyncio's accept task, which makes its transport an iteration
+    later, cannot join it to the closed server, and the connection is closed
+    unseen by its protocol (as in aiosmtpd's Controller.stop(): loop.stop(),
+    then server.close() and wait_closed())."""
+    protocols = []
+
+    def factory():
+        protocols.append(RecordingProtocol(loop))
+        return protocols[-1]
+
+    if family == "unix":
+        path = str(short_tmp / "s.sock")
+        srv = run(loop, loop.create_unix_server(factory, path))
+        client = socket.socket(socket.AF_UNIX)
+        client.connect(path)                # waits to be accepted
+    else:
+        srv = run(loop, loop.create_server(factory, "127.0.0.1", 0))
+        client = socket.create_connection(srv.sockets[0].getsockname())
+    with client:
+        loop.call_soon(loop.stop)           # runs in the iteration that accepts
+        loop.run_forever()
+        if closed:
+            srv.close()
+        run(loop, spin(5))
+        client.settimeout(5)
+        if closed:
+            collect_quietly()               # asyncio leaves it to the collector
+            assert client.recv(10) == b""   # closed by the server's side
+            assert [p.events for p in protocols] == [[]]
+            run(loop, srv.wait_closed())
+        else:
+            client.sendall(b"ping")
+            run(loop, spin(5))
+            assert [p.events for p in protocols] == [["made", "data"]]
+            protocols[0].transport.close()
+            srv.close()
+            run(loop, srv.wait_closed())
+            run(loop, spin(3))
+    collect_quietly()                       # asyncio's partly made transport
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.skipif(sys.version_info < (3, 12), reason="eager_task_factory is 3.12+")
+def test_an_eager_accept_task_joins_its_server_before_it_closes(loop):
+    """With asyncio's eager task factory the accept task makes the transport
+    in the iteration that accepts: closing the server after that leaves the
+    connection served."""
+    protocols = []
+
+    def factory():
+        protocols.append(RecordingProtocol(loop))
+        return protocols[-1]
+
+    loop.set_task_factory(asyncio.eager_task_factory)
+    srv = run(loop, loop.create_server(factory, "127.0.0.1", 0))
+    with socket.create_connection(srv.sockets[0].getsockname()) as client:
+        loop.call_soon(loop.stop)
+        loop.run_forever()
+        srv.close()
+        client.sendall(b"ping")
+        run(loop, asyncio.sleep(0.05))
+        run(loop, spin(3))
+        assert [p.events for p in protocols] == [["made", "data"]]
+        protocols[0].transport.close()
+        run(loop, srv.wait_closed())
+        run(loop, spin(3))
+    loop.set_task_factory(None)
+
+
+@pytest.mark.timeout(30)
+def test_connections_accepted_before_a_protocol_factory_closed_the_server_stay(loop):
+    """The protocol factory closes the server on its second call: the first
+    connection joined the server before that, on both loops, and is served;
+    the second is dropped unseen."""
+    protocols = []
+    clients = []
+
+    def factory():
+        protocols.append(RecordingProtocol(loop))
+        if len(protocols) == 2:
+            srv.close()
+        return protocols[-1]
+
+    async def main():
+        nonlocal srv
+        srv = await loop.create_server(factory, "127.0.0.1", 0)
+        for _ in range(3):                  # all waiting at the next poll: one batch
+            clients.append(socket.create_connection(srv.sockets[0].getsockname()))
+        await spin(10)
+        clients[0].sendall(b"ping")
+        await asyncio.sleep(0.05)
+        await spin(3)
+        protocols[0].transport.close()
+        await spin(3)
+
+    srv = None
+    try:
+        run(loop, main())
+    finally:
+        for c in clients:
+            c.close()
+        collect_quietly()
+    assert protocols[0].events == ["made", "data", "lost"]
+    assert all(p.events == [] for p in protocols[1:])
+
+
+@pytest.mark.timeout(30)
+def test_accept_tasks_go_through_the_task_factory(loop):
+    """With a task factory set, each accepted connection is set up in a task
+    the factory makes, as asyncio does."""
+    names = []
+    protocols = []
+
+    def task_factory(lp, coro, **kwargs):
+        names.append(coro.__name__)
+        return asyncio.Task(coro, loop=lp, **kwargs)
+
+    async def main():
+        srv = await loop.create_server(lambda: protocols.append(RecordingProtocol(loop))
+                                       or protocols[-1], "127.0.0.1", 0)
+        loop.set_task_factory(task_factory)
+        with socket.create_connection(srv.sockets[0].getsockname()) as client:
+            client.sendall(b"ping")
+            while not protocols or not protocols[0].data:
+                await asyncio.sleep(0.001)
+        await spin(3)
+        srv.close()
+        await srv.wait_closed()
+
+    run(loop, main())
+    loop.set_task_factory(None)
+    assert "_accept_connection2" in names
+    assert protocols[0].events[:2] == ["made", "data"]
+
+
+@pytest.mark.timeout(30)
 def test_a_protocol_factory_closing_its_server_reports_no_error(loop, is_fastloop):
     # Closing the server from inside its protocol factory, with more clients
     # waiting to be accepted, is not an accept error.
