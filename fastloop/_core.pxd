@@ -120,7 +120,8 @@ cdef class LoopCore(LoopBase):
     cdef int check_thread(self) except -1
     cdef bint is_current(self) noexcept
     cdef track_shared_handles(self)
-    cdef int resolve_fd(self, object fileobj) except -1
+    cdef int resolve_fd(self, object fileobj) except -2
+    cdef remove_io(self, object fileobj, int kind)
     cdef FdEntry* fd_entry(self, int fd) except NULL
     cdef int set_kernel(self, int fd, FdEntry* entry, int interest) except -1
     cdef int sync_kernel(self, int fd, FdEntry* entry) except -1

@@ -94,8 +94,9 @@ cdef object _all_loops = weakref.WeakSet()
 
 
 cdef int fileobj_to_fd(object fileobj) except -1:
-    """An fd from an int or an object with fileno(), as selectors accepts."""
-    cdef long fd
+    """An fd from an int or an object with fileno(), as selectors accepts.
+    A number past a C int is no fd: OverflowError, as asyncio's selector
+    raises when it registers one (and a look-up finds nothing there)."""
     if isinstance(fileobj, int):
         fd = fileobj
     else:
@@ -103,8 +104,10 @@ cdef int fileobj_to_fd(object fileobj) except -1:
             fd = int(fileobj.fileno())
         except (AttributeError, TypeError, ValueError):
             raise ValueError(f"Invalid file object: {fileobj!r}") from None
-    if fd < 0 or fd > 0x7fffffff:
+    if fd < 0:
         raise ValueError(f"Invalid file descriptor: {fd}")
+    if fd > 0x7fffffff:
+        raise OverflowError("Python int too large to convert to C int")
     return <int>fd
 
 
@@ -898,9 +901,13 @@ cdef class LoopCore(LoopBase):
         if handle._scheduled:
             self.timers_cancelled += 1
 
-    cdef int resolve_fd(self, object fileobj) except -1:
+    cdef int resolve_fd(self, object fileobj) except -2:
+        """The fd to look fileobj up under; -1 for a number no fd can be
+        (nothing is registered there)."""
         try:
             return fileobj_to_fd(fileobj)
+        except OverflowError:
+            return -1
         except ValueError:
             # Like selectors, find an object registered before it was closed
             # (its fileno() is -1 now), so closing first and removing second
@@ -927,24 +934,26 @@ cdef class LoopCore(LoopBase):
         return self.add_io(fd, READABLE, callback, args)
 
     def _remove_reader(self, fd):
-        if self.closed:
-            return False
-        return self.clear_io_handle(self.resolve_fd(fd), READABLE)
+        return self.remove_io(fd, READABLE)
 
     def _add_writer(self, fd, callback, *args):
         return self.add_io(fd, WRITABLE, callback, args)
 
     def _remove_writer(self, fd):
+        return self.remove_io(fd, WRITABLE)
+
+    cdef remove_io(self, fileobj, int kind):
         if self.closed:
             return False
-        return self.clear_io_handle(self.resolve_fd(fd), WRITABLE)
+        cdef int fd = self.resolve_fd(fileobj)
+        return fd >= 0 and self.clear_io_handle(fd, kind)
 
     def _fd_key(self, fileobj):
         """(events, reader, writer) watched for fd, or None: what asyncio's
         selector keys hold (see loop.SelectorView)."""
         cdef int fd = self.resolve_fd(fileobj)
         cdef FdEntry* entry
-        if self.closed or fd >= self.fds_capacity or self.fds[fd].events == 0:
+        if self.closed or fd < 0 or fd >= self.fds_capacity or self.fds[fd].events == 0:
             return None
         entry = &self.fds[fd]
         return (entry.events,

@@ -271,6 +271,22 @@ def test_remove_bad_fd(loop, method):
         assert str(info.value).startswith(message), (bad, str(info.value))
 
 
+TOO_LARGE_FDS = [2 ** 31, 2 ** 40, 2 ** 64, BadFileno(2 ** 31)]
+
+
+@pytest.mark.parametrize("kind", ["reader", "writer"])
+def test_a_number_past_any_fd(loop, kind):
+    # asyncio's selector takes it, and its poller cannot: OverflowError when
+    # registering; looking it up finds nothing.
+    for fd in TOO_LARGE_FDS:
+        with pytest.raises(OverflowError, match="^Python int too large to convert to C int$"):
+            getattr(loop, "add_" + kind)(fd, lambda: None)
+        assert getattr(loop, "remove_" + kind)(fd) is False
+        with pytest.raises(KeyError):
+            loop._selector.get_key(fd)
+    assert loop.run_until_complete(asyncio.sleep(0, "still fine")) == "still fine"
+
+
 def test_add_reader_closed_socket_object(loop):
     a, b = socket.socketpair()
     a.close()
