@@ -139,7 +139,6 @@ cdef enum:
 cdef enum:
     SOCKNAME_KNOWN = 1      # extra holds its "sockname"
     TCP_KNOWN = 2           # TCP by asyncio's rule: TCP_NODELAY goes on from C
-    ACCEPTED_EARLY = 4      # by fastloop's acceptor (TransportBase.joining)
 
 
 # An IOHandle's step: the transport's on_readable() or on_writable(), called
@@ -246,8 +245,10 @@ cdef class TransportBase(WriteSettler):
     cdef dict extra                    # get_extra_info()'s, but for "socket":
     cdef object unwrapped_sock         # its TransportSocket is made on first use
     cdef object server
-    # Accepted by fastloop's acceptor and not yet where asyncio's accept task
-    # would make it and join it to the server (see ConnectionMade).
+    # Made by fastloop's acceptor (start_accepted), and not yet where
+    # asyncio's accept task would make it and join it to the server: its
+    # ConnectionMade handle checks that the server is still open (see also
+    # closed_by_protocol_factory).
     cdef bint joining
     # The context reading starts in: a copy of the creator's, as asyncio's
     # first fd reader has. asyncio registers the fd's reader and writer
@@ -902,7 +903,6 @@ cdef class SocketTransport(TransportBase):
         # rule, which accept_inet() applied: nothing to set.)
         # As asyncio: connection_made() first, then reading starts, then the
         # waiter learns the connection is up.
-        self.joining = known & ACCEPTED_EARLY
         self.schedule_connection_made(protocol)
         if waiter is not None:
             self.call_soon(_set_result_unless_cancelled, (waiter, None))
@@ -1644,9 +1644,9 @@ cdef object accept_connections(LoopCore loop, protocol_factory, sock, server, Py
     pending": asyncio's own accept code then runs, meets the same error and
     reports it (or backs off on EMFILE and friends) the way asyncio does."""
     cdef Py_ssize_t i
-    cdef list batch = []
     if FL_HAVE_ACCEPT4 and type(sock) is _Socket and _raw_family(sock) in _INET_FAMILIES:
         return accept_inet(loop, protocol_factory, sock, server, backlog)
+    cdef list batch = []
     for i in range(backlog):
         try:
             conn, addr = accept_one(sock)
@@ -1833,8 +1833,8 @@ cdef start_accepted(LoopCore loop, protocol_factory, conn, dict extra, server, i
         # What Loop._make_socket_transport does, without two Python calls.
         ensure_no_transport(loop, conn)
         transport = SocketTransport.__new__(SocketTransport)
-        (<SocketTransport>transport).start(loop, conn, protocol, None, extra, server,
-                                           known | ACCEPTED_EARLY)
+        (<SocketTransport>transport).start(loop, conn, protocol, None, extra, server, known)
+        (<SocketTransport>transport).joining = True
         return transport
     except BaseException as exc:
         if isinstance(exc, (KeyboardInterrupt, SystemExit)):
@@ -1865,7 +1865,8 @@ cdef start_accepted_fd(LoopCore loop, protocol_factory, int fd, int family, int 
             return None
         transport = SocketTransport.__new__(SocketTransport)
         transport.setup_deferred(loop, fd, family, type_, proto, protocol, extra)
-        transport.begin(protocol, None, server, known | ACCEPTED_EARLY)
+        transport.begin(protocol, None, server, known)
+        transport.joining = True
         return transport
     except BaseException as exc:
         # As start_accepted(): the connection is closed (a transport that
