@@ -41,7 +41,6 @@ import math as _math
 import sys
 import socket as _socket
 import _socket as _socket_base
-import warnings
 from asyncio import base_events as _base_events
 from asyncio import constants as _constants
 from asyncio import futures as _futures
@@ -49,6 +48,7 @@ from asyncio import protocols as _protocols
 from asyncio import selector_events as _selector_events
 from asyncio import transports as _transports
 from fastloop._trsock import TransportSocket as _SettlingTransportSocket
+from fastloop._unclosed import warn_unclosed_transport
 from asyncio.log import logger as _logger
 
 cdef extern from "Python.h":
@@ -400,9 +400,14 @@ cdef class TransportBase(WriteSettler):
 
     def __del__(self):
         if self.socket_open():
-            warnings.warn(f"unclosed transport {self!r}", ResourceWarning, source=self)
-            self.close_own_socket()
-            self.detach_server()
+            try:
+                warn_unclosed_transport(self)
+            finally:
+                # Also when the warning raises (an "error" filter): a bare fd
+                # has no socket object whose own finalizer would close it, as
+                # asyncio's socket does.
+                self.close_own_socket()
+                self.detach_server()
 
     # ------------------------------------------------------------ plumbing
 

@@ -982,6 +982,33 @@ def test_socket_transport_repr(loop):
 
 
 @pytest.mark.timeout(30)
+def test_unclosed_transport_warns_from_the_loops_own_code(loop, sockpair):
+    """The warning is issued from the loop's own code (asyncio's transport's
+    __del__, fastloop/_unclosed.py), not from whatever line runs when the
+    transport is collected; so a collection in a frame without builtins (a
+    namedtuple's __new__ is one) still warns, and the socket is closed."""
+    a, b = sockpair
+
+    class Keeping(asyncio.Protocol):
+        def connection_made(self, transport):
+            self.transport = transport      # a cycle: the collector frees it
+
+    async def main():
+        tr, pr = await loop.connect_accepted_socket(Keeping, a)
+        tr.pause_reading()                  # the loop no longer references it
+
+    run(loop, main())
+    collect_here = eval("lambda collect: collect()", {"__builtins__": {}})
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ResourceWarning)
+        collect_here(gc.collect)
+    unclosed = [w for w in caught if str(w.message).startswith("unclosed transport")]
+    assert len(unclosed) == 1
+    assert unclosed[0].filename not in (__file__, "<string>")
+    assert a.fileno() == -1
+
+
+@pytest.mark.timeout(30)
 def test_unclosed_transport_warns(loop, sockpair):
     a, b = sockpair
 
@@ -2471,9 +2498,13 @@ def test_transport_private_state_reads_as_asyncio(loop):
 
 
 @pytest.mark.timeout(30)
-def test_unclosed_accepted_transport_warns_and_closes(loop):
+@pytest.mark.parametrize("warning_raises", [False, True], ids=["warns", "warning raises"])
+def test_unclosed_accepted_transport_warns_and_closes(loop, warning_raises):
     """An accepted connection's transport dropped unclosed warns and closes
-    its socket (the client sees EOF), as asyncio's does when collected."""
+    its socket (the client sees EOF), as asyncio's does when collected; also
+    when the warning raises (an "error" filter; the warnings machinery
+    failing in the frame the collection ran in), where asyncio's socket
+    object closes the fd when it goes."""
 
     class Dropping(asyncio.Protocol):
         def connection_made(self, transport):
@@ -2495,6 +2526,19 @@ def test_unclosed_accepted_transport_warns_and_closes(loop):
         srv.close()
         return data
 
+    if warning_raises:
+        unraisable = []
+        old_hook, sys.unraisablehook = sys.unraisablehook, unraisable.append
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("error", ResourceWarning)
+                assert run(loop, main()) == b""
+        finally:
+            sys.unraisablehook = old_hook
+        assert any(isinstance(u.exc_value, ResourceWarning)
+                   and re.match(r"unclosed transport <\w*SocketTransport", str(u.exc_value))
+                   for u in unraisable), unraisable
+        return
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", ResourceWarning)
         assert run(loop, main()) == b""
