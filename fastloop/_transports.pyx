@@ -653,8 +653,14 @@ cdef class TransportBase(WriteSettler):
     cdef fatal_error_found(self, exc, str message):
         """fatal_error() of an error found here (a failed system call, a
         check), raised and caught first so that it carries a traceback as
-        asyncio's does (raised by the call or check): the logs print it.
+        asyncio's does (raised by the call or check), which the logs print.
+        Not an OSError outside debug mode: a reset peer is routine, nothing
+        logs it then, and the traceback cost ~2000 instructions per reset
+        connection (connect-1k: 15600 -> 17700 per connection).
         Returns it."""
+        if isinstance(exc, OSError) and not self.loop._debug:
+            self.fatal_error(exc, message)
+            return exc
         try:
             raise exc
         except BaseException as raised:
