@@ -6,3 +6,6 @@
 # versions do not), their steps run in C while they are asyncio's own.
 cdef int server_attach(object server, object transport) except -1
 cdef int server_detach(object server, object transport) except -1
+
+# server._sockets is not None: the server is open (not yet closed).
+cdef bint server_is_open(object server) except -1

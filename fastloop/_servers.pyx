@@ -16,6 +16,8 @@ from cpython.object cimport PyObject, PyTypeObject, Py_TYPE
 from cpython.weakref cimport PyWeakref_NewRef
 
 from fastloop._originals cimport original, fl_method_is
+from fastloop._attrs cimport fl_attr, fl_inline_attrs_on, fl_attr_init, fl_getattr
+from fastloop import _streams as _streams_module
 
 import inspect
 import weakref
@@ -42,6 +44,16 @@ cdef bint _WEAKSET_KNOWN = (_weakset_add is not None and _weakset_discard is not
 # has no such list.
 cdef bint _WEAKSET_DEFERS = hasattr(_WeakSet(), "_pending_removals")
 
+fl_inline_attrs_on = _streams_module.INLINE_ATTRS      # (see _attrs.pxd)
+cdef fl_attr _sockets_at
+fl_attr_init(&_sockets_at, "_sockets")
+
+
+cdef bint server_is_open(object server) except -1:
+    """asyncio's test that a server is open: close() sets its _sockets to
+    None. Read in place where _attrs.h can (once per accepted connection)."""
+    return fl_getattr(server, &_sockets_at) is not None
+
 
 cdef int server_attach(object server, object transport) except -1:
     if _TRACKS_TRANSPORTS:
@@ -67,7 +79,7 @@ cdef bint counted_in(server) except -1:
     """What asyncio's Server._attach() does, if it is what would run."""
     if _attach is None or not fl_method_is(server, "_attach", _attach):
         return False
-    if server._sockets is None:
+    if not server_is_open(server):
         return False                    # its assertion
     server._active_count += 1
     return True
@@ -82,7 +94,7 @@ cdef bint counted_out(server) except -1:
         return False                    # its assertion
     count -= 1
     server._active_count = count
-    if count == 0 and server._sockets is None:
+    if count == 0 and not server_is_open(server):
         server._wakeup()
     return True
 
@@ -104,7 +116,7 @@ cdef object plain_clients(server, str method, object func, str set_method, objec
 cdef bint client_added(server, transport) except -1:
     """What asyncio's Server._attach(transport) does, if it is what would run."""
     clients = plain_clients(server, "_attach", _attach, "add", _weakset_add)
-    if clients is None or server._sockets is None:     # (its assertion)
+    if clients is None or not server_is_open(server):     # (its assertion)
         return False
     data = clients.data
     if type(data) is not set:
@@ -130,6 +142,6 @@ cdef bint client_dropped(server, transport) except -1:
     data.discard(PyWeakref_NewRef(transport, None))
     # len(server._clients) == 0, as WeakSet.__len__() counts:
     if (len(data) - (len(clients._pending_removals) if _WEAKSET_DEFERS else 0) == 0
-            and server._sockets is None):
+            and not server_is_open(server)):
         server._wakeup()
     return True

@@ -26,7 +26,7 @@ from fastloop._core cimport LoopCore
 from fastloop._poller cimport READABLE, WRITABLE
 from fastloop._recvbuf cimport READ_SIZE, read_some, received
 from fastloop._streams cimport runs_stream_reader_protocol, feed_stream_reader
-from fastloop._servers cimport server_attach, server_detach
+from fastloop._servers cimport server_attach, server_detach, server_is_open
 from fastloop._originals cimport original, stand_in_for
 from fastloop._attrs cimport (fl_attr, fl_inline_attrs_on, fl_attr_type_value, method_is,
                              fl_call_method_at)
@@ -202,7 +202,7 @@ cdef class ConnectionMade(Handle):
             # dropped by the task): the connection is closed, its protocol
             # unused.
             transport.joining = False
-            if transport.server is not None and transport.server._sockets is None:
+            if transport.server is not None and not server_is_open(transport.server):
                 transport.drop_unjoined()
                 return 0
         try:
