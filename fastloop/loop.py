@@ -28,6 +28,9 @@ from fastloop._children import new_watcher
 
 __all__ = ["Loop"]
 
+# The selectors module's class for each poller's mechanism.
+_SELECTOR_NAMES = {"epoll": "EpollSelector", "kqueue": "KqueueSelector", "poll": "PollSelector"}
+
 
 class SelectorView:
     """The part of a selector asyncio's transports read: get_key() (their
@@ -61,6 +64,9 @@ class Loop(LoopCore, asyncio.SelectorEventLoop):
         # and a self-pipe: LoopCore has its own, so set only what asyncio's
         # inherited code reads.
         LoopCore.__init__(self, poller=poller)
+        # asyncio's selector loops log the selector they made; fastloop names
+        # the one that would use its poller's mechanism.
+        logger.debug("Using selector: %s", _SELECTOR_NAMES[self._poller_name])
         self._exception_handler = None
         self._default_executor = None
         self._executor_shutdown_called = False

@@ -321,6 +321,24 @@ def test_unclosed_loop_resource_warning(loop_factory):
         gc.collect()
 
 
+def test_a_loop_logs_its_selector_and_in_debug_mode_its_close(loop_factory, impl, caplog):
+    # asyncio's selector loop logs (at DEBUG) the selector it made; fastloop
+    # names the selectors class of its poller's mechanism.
+    import selectors
+    mechanism = {"epoll": "EpollSelector", "kqueue": "KqueueSelector", "poll": "PollSelector"}
+    if impl == "asyncio":
+        selector = selectors.DefaultSelector.__name__
+    else:
+        selector = mechanism[impl.split("-", 1)[1]]
+    caplog.set_level(logging.DEBUG, logger="asyncio")
+    loop = loop_factory()
+    loop.set_debug(True)
+    loop.close()
+    text = repr(loop)           # (the record formats its message when read)
+    records = [(r.levelname, r.getMessage()) for r in caplog.records if r.name == "asyncio"]
+    assert records == [("DEBUG", f"Using selector: {selector}"), ("DEBUG", f"Close {text}")]
+
+
 def test_closed_loop_no_resource_warning(loop_factory):
     loop = loop_factory()
     loop.close()
