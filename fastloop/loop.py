@@ -81,6 +81,11 @@ class Loop(LoopCore, asyncio.SelectorEventLoop):
         self._signal_handlers = {}
         self._unix_server_sockets = {}
         self._children = None               # the child watcher, made on demand
+        # asyncio's selector loop refers to itself (its self-pipe reader)
+        # until close(): a dropped unclosed loop is freed, and warns, only
+        # when the cyclic garbage collector runs. The same here, so programs
+        # (and their tests) see the warning when asyncio's would come.
+        self._self_until_closed = self
 
     def __repr__(self):
         return (f"<{type(self).__module__}.{type(self).__qualname__} "
@@ -117,6 +122,7 @@ class Loop(LoopCore, asyncio.SelectorEventLoop):
         if self._children is not None:
             self._children.close()
         self._close_core()
+        self._self_until_closed = None
         self._selector = None
         self._executor_shutdown_called = True
         executor = self._default_executor

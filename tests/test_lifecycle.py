@@ -339,6 +339,41 @@ def test_a_loop_logs_its_selector_and_in_debug_mode_its_close(loop_factory, impl
     assert records == [("DEBUG", f"Using selector: {selector}"), ("DEBUG", f"Close {text}")]
 
 
+def test_a_dropped_unclosed_loop_warns_when_the_gc_collects_it(loop_factory):
+    # asyncio's loop refers to itself until closed: its last reference going
+    # does not free it (nor warn); the cyclic collector does.
+    import weakref
+    loop = loop_factory()
+    ref = weakref.ref(loop)
+    gc.disable()
+    try:
+        with warnings.catch_warnings(record=True) as at_del:
+            warnings.simplefilter("always")
+            del loop
+        with warnings.catch_warnings(record=True) as at_collect:
+            warnings.simplefilter("always")
+            gc.collect()
+    finally:
+        gc.enable()
+    assert [str(w.message) for w in at_del] == []
+    assert [str(w.message).split(" running=")[0].split(" <")[0] for w in at_collect
+            if issubclass(w.category, ResourceWarning)] == ["unclosed event loop"]
+    assert ref() is None
+
+
+def test_a_closed_loop_is_freed_as_its_last_reference_goes(loop_factory):
+    import weakref
+    loop = loop_factory()
+    loop.close()
+    ref = weakref.ref(loop)
+    gc.disable()
+    try:
+        del loop
+        assert ref() is None
+    finally:
+        gc.enable()
+
+
 def test_closed_loop_no_resource_warning(loop_factory):
     loop = loop_factory()
     loop.close()
