@@ -7,7 +7,7 @@ thread) or a thread per child. fastloop watches its own children instead:
 
 - PidfdWatcher (Linux 5.3+): os.pidfd_open() gives an fd that becomes
   readable when the process exits; the loop polls it like any socket, and
-  reaps the child with waitpid(WNOHANG) when it does. No signal, no thread.
+  reaps the child with waitpid() when it does. No signal, no thread.
 - ThreadWatcher (elsewhere, or where pidfd_open is refused): one daemon thread
   per child waits for its exit (waitid() without reaping, where it exists)
   and tells the loop with call_soon_threadsafe(), which reaps it, as
@@ -18,23 +18,33 @@ watch(pid, callback) calls callback(returncode) on the loop's thread once;
 close() stops watching (the loop is closing).
 """
 import os
+import sys
 import threading
 from asyncio.log import logger
 
+# The log records are those of the watcher asyncio's default policy would
+# use: its pidfd watcher from Python 3.12 on where pidfd_open() works (it
+# logs no exits), otherwise its threaded watcher (which logs each exit in
+# debug mode).
+_ASYNCIO_WATCHES_PIDFDS = sys.version_info >= (3, 12)
 
-def _reap(pid, flags):
-    """waitpid() the child: its return code (asyncio's conventions), or None
-    if it has not exited (WNOHANG)."""
+
+def _reap(loop, pid, like_pidfd_watcher):
+    """waitpid() the exited child: its return code (asyncio's conventions)."""
     try:
-        reaped, status = os.waitpid(pid, flags)
+        _, status = os.waitpid(pid, 0)
     except ChildProcessError:
         # Somebody else reaped it (a waitpid(-1) elsewhere in the program).
-        logger.warning("child process pid %d exit status already read: "
-                       " will report returncode 255", pid)
+        if like_pidfd_watcher:
+            logger.warning("child process pid %d exit status already read: "
+                           " will report returncode 255", pid)
+        else:
+            logger.warning("Unknown child process pid %d, will report returncode 255", pid)
         return 255
-    if reaped == 0:
-        return None
-    return os.waitstatus_to_exitcode(status)
+    returncode = os.waitstatus_to_exitcode(status)
+    if not like_pidfd_watcher and loop.get_debug():
+        logger.debug("process %s exited with returncode %s", pid, returncode)
+    return returncode
 
 
 class PidfdWatcher:
@@ -70,7 +80,7 @@ class PidfdWatcher:
             del self._pidfds[pidfd]
             os.close(pidfd)
         # The pidfd is readable once the child is a zombie: this cannot block.
-        returncode = _reap(pid, 0)
+        returncode = _reap(self._loop, pid, _ASYNCIO_WATCHES_PIDFDS)
         callback(returncode)
 
     def close(self):
@@ -100,7 +110,7 @@ class ThreadWatcher:
         # send_signal() in between reach a recycled PID (asyncio's threaded
         # watcher waits the same way from 3.14 on).
         if not hasattr(os, "waitid"):
-            returncode = _reap(pid, 0)
+            returncode = _reap(self._loop, pid, False)
             try:
                 self._loop.call_soon_threadsafe(callback, returncode)
             except RuntimeError:    # the loop is closed
@@ -113,7 +123,7 @@ class ThreadWatcher:
             self._loop.call_soon_threadsafe(self._finish, pid, callback)
         except RuntimeError:        # the loop is closed: leave no zombie
             if self._claim(pid):
-                _reap(pid, 0)
+                _reap(self._loop, pid, False)
 
     def _claim(self, pid):
         with self._lock:
@@ -124,14 +134,14 @@ class ThreadWatcher:
 
     def _finish(self, pid, callback):
         if self._claim(pid):
-            callback(_reap(pid, 0))     # a zombie by now: this cannot block
+            callback(_reap(self._loop, pid, False))     # a zombie by now: this cannot block
 
     def close(self):
         # The threads end with their children; the exits the loop will not
         # run _finish() for any more are reaped here.
         for pid in list(self._unreaped):
             if self._claim(pid):
-                _reap(pid, 0)
+                _reap(self._loop, pid, False)
 
 
 def _wait_for_exit(pid):

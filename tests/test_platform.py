@@ -11,6 +11,7 @@ import contextvars
 import datetime
 import errno
 import ipaddress
+import logging
 import os
 import re
 import signal
@@ -977,6 +978,71 @@ def test_subprocess_exit_seen_despite_a_foreign_sigchld_handler(loop):
         assert run(loop, main(), 30) == 7
     finally:
         signal.signal(signal.SIGCHLD, previous)
+
+
+def _pidfds_watch_children():
+    import fastloop._children
+    return fastloop._children.PidfdWatcher.available()
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("watcher", ["default", "thread"])
+def test_a_childs_exit_is_logged_in_debug_mode_where_asyncio_logs_it(
+        loop, is_fastloop, watcher, monkeypatch, caplog):
+    # asyncio's threaded child watcher (the default before 3.12, and where
+    # pidfds are unavailable) logs each exit in debug mode; its pidfd
+    # watcher (the default from 3.12 on) logs none.
+    threaded = watcher == "thread" or sys.version_info < (3, 12) or not _pidfds_watch_children()
+    own_loop = False
+    if watcher == "thread":
+        if is_fastloop:
+            _fastloop_without_pidfd(monkeypatch)
+        elif (3, 12) <= sys.version_info < (3, 14):
+            pytest.skip("asyncio's policy keeps the watcher it made first (3.12, 3.13)")
+        elif sys.version_info >= (3, 14):
+            from asyncio import unix_events
+            monkeypatch.setattr(unix_events, "can_use_pidfd", lambda: False)
+            loop = asyncio.new_event_loop()     # made after the patch
+            own_loop = True
+    loop.set_debug(True)
+    caplog.set_level(logging.DEBUG, logger="asyncio")
+
+    async def main():
+        proc = await asyncio.create_subprocess_exec(PY, "-c", "raise SystemExit(3)")
+        return proc.pid, await proc.wait()
+
+    try:
+        pid, returncode = run(loop, main(), 30)
+    finally:
+        if own_loop:
+            loop.close()
+    assert returncode == 3
+    exits = [r.getMessage() for r in caplog.records if " exited with returncode " in r.getMessage()]
+    assert exits == ([f"process {pid} exited with returncode 3"] if threaded else [])
+
+
+@pytest.mark.timeout(60)
+def test_a_child_reaped_behind_the_loops_back_reports_255(loop, is_fastloop, caplog):
+    # Somebody else's waitpid() took the exit status: asyncio warns and
+    # reports 255, in the words of the watcher it uses.
+    if not _pidfds_watch_children():
+        pytest.skip("needs pidfds: the waiting thread would race the test's waitpid()")
+    if not is_fastloop and sys.version_info < (3, 12):
+        pytest.skip("asyncio's threaded watcher would race the test's waitpid()")
+
+    async def main():
+        proc = await asyncio.create_subprocess_exec(PY, "-c", "pass")
+        os.waitpid(proc.pid, 0)
+        return proc.pid, await proc.wait()
+
+    pid, returncode = run(loop, main(), 30)
+    assert returncode == 255
+    if sys.version_info >= (3, 12):
+        expected = f"child process pid {pid} exit status already read:  will report returncode 255"
+    else:
+        expected = f"Unknown child process pid {pid}, will report returncode 255"
+    assert [(r.levelname, r.getMessage()) for r in caplog.records
+            if r.name == "asyncio"] == [("WARNING", expected)]
 
 
 @pytest.mark.timeout(60)
