@@ -25,6 +25,7 @@ import shutil
 import socket
 import sys
 import tempfile
+import time
 import tracemalloc
 import warnings
 import weakref
@@ -1254,6 +1255,40 @@ def test_write_buffer_limits_and_flow_control_callbacks(loop):
     assert size_end == 0
     assert events_end == ["made", "pause_writing", "resume_writing"]
     assert received == total
+
+
+@pytest.mark.timeout(30)
+def test_a_slow_data_received_is_named_as_the_transports_reader(loop, sockpair, caplog):
+    # Debug mode's slow-callback warning names the handle that ran it: the
+    # transport's _read_ready, as asyncio's fd reader.
+    a, b = sockpair
+    loop.set_debug(True)
+    loop.slow_callback_duration = 0.01
+    caplog.set_level(logging.WARNING, logger="asyncio")
+
+    class Slow(RecordingProtocol):
+        def data_received(self, data):
+            time.sleep(0.05)
+            super().data_received(data)
+
+    async def main():
+        proto = Slow(loop)
+        tr, _ = await loop.connect_accepted_socket(lambda: proto, a)
+        b.send(b"x")
+        while not proto.events[1:]:
+            await asyncio.sleep(0.001)
+        name = type(tr).__qualname__
+        tr.close()
+        await proto.lost
+        return name
+
+    name = run(loop, main())
+    messages = [r.getMessage() for r in caplog.records
+                if r.name == "asyncio" and "_read_ready" in r.getMessage()]
+    assert len(messages) == 1, messages
+    # (asyncio's debug-mode handle adds where add_reader() was called)
+    assert re.fullmatch(rf"Executing <Handle {name}\._read_ready\(\)( created at \S+)?> "
+                        r"took \d+\.\d{3} seconds", messages[0]), messages[0]
 
 
 @pytest.mark.timeout(30)

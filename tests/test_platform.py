@@ -449,6 +449,47 @@ def test_datagram_connection_made_raising_still_receives(loop):
 
 
 @pytest.mark.timeout(30)
+def test_datagram_received_raising_is_reported_as_the_readers_callback(loop):
+    """asyncio's datagram transport lets what datagram_received() raises
+    out of its _read_ready(): the fd reader's handle reports it, and the
+    transport reads on."""
+    handler_calls = []
+    loop.set_exception_handler(lambda lp, ctx: handler_calls.append(
+        (ctx, repr(ctx["handle"]), ctx["handle"]._callback.__name__)))  # (before it is closed)
+
+    class RaisingOnce(DatagramRecorder):
+        def datagram_received(self, data, addr):
+            super().datagram_received(data, addr)
+            if data == b"first":
+                raise ZeroDivisionError("in datagram_received")
+
+    async def main():
+        proto = RaisingOnce(loop)
+        server, _ = await loop.create_datagram_endpoint(lambda: proto,
+                                                        local_addr=("127.0.0.1", 0))
+        client, _ = await loop.create_datagram_endpoint(
+            asyncio.DatagramProtocol, remote_addr=server.get_extra_info("sockname"))
+        client.sendto(b"first")
+        await proto.wait_for(1)
+        client.sendto(b"second")
+        await proto.wait_for(2)
+        client.close()
+        server.close()
+        await proto.lost
+        return type(server).__qualname__, [data for data, _ in proto.datagrams]
+
+    name, received = run(loop, main())
+    assert received == [b"first", b"second"]
+    assert len(handler_calls) == 1
+    ctx, handle_repr, callback_name = handler_calls[0]
+    assert sorted(ctx) == ["exception", "handle", "message"]
+    assert isinstance(ctx["exception"], ZeroDivisionError)
+    assert ctx["message"] == f"Exception in callback {name}._read_ready()"
+    assert handle_repr == f"<Handle {name}._read_ready()>"
+    assert callback_name == "_read_ready"
+
+
+@pytest.mark.timeout(30)
 def test_datagram_empty_sendto(loop):
     # Python 3.13's asyncio sends an empty datagram; earlier ones drop it.
     async def main():
