@@ -485,7 +485,8 @@ cdef class LoopCore(LoopBase):
     cdef int set_owned_io_handle(self, int fd, int kind, Handle handle, object owner) except -1:
         cdef FdEntry* entry = self.fd_entry(fd)
         cdef PyObject* old
-        if entry.events == 0:
+        cdef int had = entry.events
+        if had == 0:
             # Interest left registered by a socket operation is this fd's only
             # for the same socket, still open on this fd: otherwise the number
             # may name another file by now, and the registration is dropped.
@@ -496,7 +497,15 @@ cdef class LoopCore(LoopBase):
             self.user_fds += 1
         entry.events |= kind
         if entry.events & ~entry.kernel:
-            self.set_kernel(fd, entry, entry.kernel | entry.events)
+            try:
+                self.set_kernel(fd, entry, entry.kernel | entry.events)
+            except BaseException:
+                # The poller refused the fd (a regular file: EPERM; a closed
+                # fd: EBADF): as in asyncio, nothing new stays registered.
+                entry.events = had
+                if had == 0:
+                    self.user_fds -= 1
+                raise
         Py_INCREF(handle)
         adopt(handle)
         if kind == READABLE:

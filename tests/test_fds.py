@@ -274,6 +274,68 @@ def test_remove_bad_fd(loop, method):
 TOO_LARGE_FDS = [2 ** 31, 2 ** 40, 2 ** 64, BadFileno(2 ** 31)]
 
 
+def _refused_registration_story(loop, path):
+    """add_reader()/add_writer() of a regular file (epoll refuses those),
+    what stays registered, and a socket that then takes its fd number."""
+    import selectors
+    seen = []
+    a, b = socket.socketpair()      # (made first: it must not take the file's number)
+    try:
+        with open(path, "rb") as f:
+            fd = f.fileno()
+            for add in (loop.add_reader, loop.add_writer):
+                try:
+                    add(fd, print)
+                    seen.append("added")
+                except OSError as exc:
+                    seen.append(type(exc).__name__)
+            try:
+                seen.append(("key", loop._selector.get_key(fd).events))
+            except KeyError:
+                seen.append("no key")
+            seen.append(loop.remove_reader(fd))
+            seen.append(loop.remove_writer(fd))
+        os.dup2(a.fileno(), fd)     # a socket under the file's number
+        try:
+            received = loop.create_future()
+            loop.add_reader(fd, lambda: received.done() or received.set_result(os.read(fd, 10)))
+            seen.append(("key", loop._selector.get_key(fd).events == selectors.EVENT_READ))
+            b.send(b"ping")
+            seen.append(loop.run_until_complete(asyncio.wait_for(received, 10)))
+            seen.append(loop.remove_reader(fd))
+        finally:
+            os.close(fd)
+    finally:
+        a.close()
+        b.close()
+    return seen
+
+
+@pytest.mark.timeout(30)
+def test_a_registration_the_poller_refuses_leaves_nothing_registered(loop, impl, tmp_path):
+    # epoll refuses a regular file (EPERM): asyncio's selector then keeps no
+    # key for the fd, so nothing is registered for the next file under that
+    # number (before, fastloop kept the refused interest, and a socket that
+    # took the number and only read had EPOLLOUT too: a busy loop).
+    import selectors
+    path = tmp_path / "regular"
+    path.write_bytes(b"data")
+    seen = _refused_registration_story(loop, path)
+    if impl == "asyncio" or impl == "fastloop-epoll":
+        assert seen == ["PermissionError", "PermissionError", "no key", False, False,
+                        ("key", True), b"ping", True]
+    else:
+        # Other pollers take regular files, as the matching selector does.
+        name = {"poll": "PollSelector", "kqueue": "KqueueSelector"}[impl.split("-", 1)[1]]
+        if not hasattr(selectors, name):
+            pytest.skip(f"no selectors.{name} to compare with")
+        twin = asyncio.SelectorEventLoop(getattr(selectors, name)())
+        try:
+            assert seen == _refused_registration_story(twin, path)
+        finally:
+            twin.close()
+
+
 @pytest.mark.parametrize("kind", ["reader", "writer"])
 def test_a_number_past_any_fd(loop, kind):
     # asyncio's selector takes it, and its poller cannot: OverflowError when
