@@ -415,6 +415,14 @@ def test_datagram_transport_is_an_asyncio_datagram_transport(loop, is_fastloop):
     assert run(loop, main()) == (True, True, (16384, 65536))
 
 
+async def _datagram_server_and_client(loop, proto):
+    """A UDP endpoint on 127.0.0.1 with protocol proto, and one connected to it."""
+    server, _ = await loop.create_datagram_endpoint(lambda: proto, local_addr=("127.0.0.1", 0))
+    client, _ = await loop.create_datagram_endpoint(
+        asyncio.DatagramProtocol, remote_addr=server.get_extra_info("sockname"))
+    return server, client
+
+
 @pytest.mark.timeout(30)
 def test_datagram_connection_made_raising_still_receives(loop):
     """A datagram protocol whose connection_made() raises: the error is
@@ -430,10 +438,7 @@ def test_datagram_connection_made_raising_still_receives(loop):
 
     async def main():
         proto = Raising(loop)
-        server, _ = await loop.create_datagram_endpoint(lambda: proto,
-                                                        local_addr=("127.0.0.1", 0))
-        client, _ = await loop.create_datagram_endpoint(
-            asyncio.DatagramProtocol, remote_addr=server.get_extra_info("sockname"))
+        server, client = await _datagram_server_and_client(loop, proto)
         client.sendto(b"hello")
         await proto.wait_for(1)
         client.close()
@@ -465,10 +470,7 @@ def test_datagram_received_raising_is_reported_as_the_readers_callback(loop):
 
     async def main():
         proto = RaisingOnce(loop)
-        server, _ = await loop.create_datagram_endpoint(lambda: proto,
-                                                        local_addr=("127.0.0.1", 0))
-        client, _ = await loop.create_datagram_endpoint(
-            asyncio.DatagramProtocol, remote_addr=server.get_extra_info("sockname"))
+        server, client = await _datagram_server_and_client(loop, proto)
         client.sendto(b"first")
         await proto.wait_for(1)
         client.sendto(b"second")
