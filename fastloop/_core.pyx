@@ -494,7 +494,6 @@ cdef class LoopCore(LoopBase):
                                       or not self.has_left_interest(fd, entry.kernel, owner)):
                 self.set_kernel(fd, entry, 0)
             Py_CLEAR(entry.owner)
-            self.user_fds += 1
         entry.events |= kind
         if entry.events & ~entry.kernel:
             try:
@@ -503,9 +502,9 @@ cdef class LoopCore(LoopBase):
                 # The poller refused the fd (a regular file: EPERM; a closed
                 # fd: EBADF): as in asyncio, nothing new stays registered.
                 entry.events = had
-                if had == 0:
-                    self.user_fds -= 1
                 raise
+        if had == 0:
+            self.user_fds += 1
         Py_INCREF(handle)
         adopt(handle)
         if kind == READABLE:
