@@ -1121,12 +1121,19 @@ cdef inline int _visit_handle(LoopCore loop, PyObject* obj, visitproc visit, voi
 
 
 cdef int _loop_traverse(PyObject* obj, visitproc visit, void* arg) noexcept:
-    cdef LoopCore loop
-    cdef Py_ssize_t i
     cdef int r = _generated_traverse(obj, visit, arg)
     if r:
         return r
-    loop = <LoopCore>obj
+    # Borrowed: a local `LoopCore` would take a reference and drop it on the
+    # way out, and a debug build of CPython traverses the loop from its
+    # dealloc (gc's validation on re-tracking) at refcount 0, where that drop
+    # would deallocate it a second time.
+    return _traverse_queues(<LoopCore>obj, visit, arg)
+
+
+cdef int _traverse_queues(LoopCore loop, visitproc visit, void* arg) noexcept:
+    cdef Py_ssize_t i
+    cdef int r
     for i in range(loop.ready_len):
         r = _visit_handle(loop, loop.ready[(loop.ready_head + i) & (loop.ready_capacity - 1)],
                           visit, arg)

@@ -484,7 +484,9 @@ cdef TimerHandle new_timer(double when, object callback, tuple args, LoopBase lo
 # ---------------------------------------------------------------- GC support
 
 cdef inline int _visit_field(PyObject* field, visitproc visit, void* arg) noexcept:
-    if field != <PyObject*>None and Py_REFCNT(field) == 1 and not PyObject_GC_IsTracked(field):
+    # NULL: a handle from the freelist is tracked before its fields are set,
+    # and a debug build of CPython traverses it right then (gc's validation).
+    if field != NULL and field != <PyObject*>None and Py_REFCNT(field) == 1 and not PyObject_GC_IsTracked(field):
         # Kept out of the GC by the loop and held by this handle alone:
         # report what it references, as if it were part of the handle.
         return Py_TYPE(field).tp_traverse(field, visit, arg)
