@@ -99,7 +99,69 @@ def no_fd_leak(request):
     assert not details, f"test leaked file descriptors: {details}"
 
 
+# ---- reference-leak hunt (a debug build of CPython only)
+
+def pytest_addoption(parser):
+    parser.addoption(
+        "--refleaks", metavar="WARMUPS:RUNS", default=None,
+        help="run each test function 1 + WARMUPS + RUNS times with the same "
+             "fixtures and report those whose every measured run left more "
+             "references or memory blocks behind (needs sys.gettotalrefcount, "
+             "a debug build of CPython; e.g. --refleaks 2:3)")
+
+
+_LEAKS = []
+
+
+def _settled_counts():
+    for _ in range(3):
+        gc.collect()
+    sys._clear_type_cache()
+    return sys.gettotalrefcount(), sys.getallocatedblocks()
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_pyfunc_call(pyfuncitem):
+    spec = pyfuncitem.config.getoption("--refleaks")
+    if not spec:
+        return None
+    warmups, runs = (int(n) for n in spec.split(":"))
+    func = pyfuncitem.obj
+    args = {name: pyfuncitem.funcargs[name] for name in pyfuncitem._fixtureinfo.argnames}
+    func(**args)        # the test itself: its outcome is the test's
+    # Differences only, into lists made beforehand: a count kept per run would
+    # itself be a new object per run (small differences are cached ints).
+    dr, db = [0] * runs, [0] * runs
+    r0 = b0 = 0
+    try:
+        for i in range(warmups + runs):
+            func(**args)
+            if i >= warmups - 1:
+                r, b = _settled_counts()
+                if i >= warmups:
+                    dr[i - warmups], db[i - warmups] = r - r0, b - b0
+                r0, b0 = r, b
+                del r, b
+    except BaseException as exc:    # a test that cannot run twice (it closes its loop...)
+        _LEAKS.append((pyfuncitem.nodeid, "not measured: runs again raised %r" % (exc,)))
+        return True
+    if all(d > 0 for d in dr) or all(d > 0 for d in db):
+        _LEAKS.append((pyfuncitem.nodeid, "LEAK references %s, memory blocks %s" % (dr, db)))
+    return True
+
+
+def pytest_terminal_summary(terminalreporter, config):
+    if config.getoption("--refleaks"):
+        terminalreporter.section("reference leaks (--refleaks)")
+        for nodeid, what in _LEAKS:
+            terminalreporter.write_line("%s: %s" % (nodeid, what))
+        leaking = sum(what.startswith("LEAK") for _, what in _LEAKS)
+        terminalreporter.write_line("%d leaking, %d not measured" % (leaking, len(_LEAKS) - leaking))
+
+
 def pytest_configure(config):
+    if config.getoption("--refleaks") and not hasattr(sys, "gettotalrefcount"):
+        raise pytest.UsageError("--refleaks needs a debug build of CPython (sys.gettotalrefcount)")
     config.addinivalue_line("markers", "allow_fd_change: skip the fd leak check")
     config.addinivalue_line(
         "markers", "cpython_suite: CPython's test_asyncio on fastloop (slow); "

@@ -1,0 +1,150 @@
+#!/usr/bin/env python3
+"""Reference-leak hunt: CPython's test_asyncio tests, each run several times
+on the chosen loop, with the interpreter's total reference count and live
+memory blocks compared between runs (what `python -m test -R` does, on the
+loop and the adapters of run_cpython_asyncio.py).
+
+Needs a debug build of CPython (sys.gettotalrefcount(); Debian/Ubuntu:
+python3.X-dbg with libpython3.X-testsuite) and fastloop built for it::
+
+    python3.11-dbg -m venv /tmp/dbgv && /tmp/dbgv/bin/pip install cython
+    /tmp/dbgv/bin/python setup.py build_ext --inplace
+    /tmp/dbgv/bin/python tests/conformance/huntrleaks.py --loop fastloop
+    /tmp/dbgv/bin/python tests/conformance/huntrleaks.py --loop asyncio  # baseline
+
+A test is reported when every measured run left more references (or more
+memory blocks) than the one before; compare the two loops' reports, as some
+upstream tests leak on asyncio too. Each module runs in its own process.
+"""
+import argparse
+import gc
+import os
+import subprocess
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import run_cpython_asyncio as runner                     # noqa: E402
+
+# The modules whose tests run the network layer, and the task/future ones.
+DEFAULT_MODULES = (
+    "test_sock_lowlevel", "test_streams", "test_server", "test_sendfile",
+    "test_buffered_proto", "test_events", "test_base_events",
+    "test_unix_events", "test_sslproto", "test_ssl", "test_subprocess",
+    "test_futures", "test_tasks", "test_locks", "test_queues", "test_runners",
+    "test_timeouts", "test_taskgroups", "test_waitfor", "test_context",
+    "test_threads", "test_pep492")
+
+
+def _settle():
+    # What a repeat run would otherwise be charged for: objects in cycles,
+    # the method cache, caches that fill on first use.
+    import linecache
+    import re
+    for _ in range(3):
+        gc.collect()
+    sys._clear_type_cache()
+    re.purge()
+    linecache.clearcache()
+
+
+def _counts():
+    _settle()
+    return sys.gettotalrefcount(), sys.getallocatedblocks()
+
+
+def _leaking(deltas):
+    return all(d > 0 for d in deltas)
+
+
+def hunt_module(module, loop_name, warmups, runs, pattern, verbose):
+    import fnmatch
+    import unittest
+    from test import support
+    support.SHORT_TIMEOUT = min(support.SHORT_TIMEOUT, 10.0)
+    new_loop, loop_class = runner.install_loop(loop_name)
+    runner.install_adapters(new_loop, loop_class, True)
+    suite = runner.build_suite(module, new_loop)
+    found = measured = 0
+    for test in runner._flatten(suite):
+        sid = runner.short_id(test.id())
+        if pattern and not any(fnmatch.fnmatchcase(sid, p) for p in pattern):
+            continue
+        if verbose:
+            print("# " + sid, file=sys.stderr, flush=True)
+        # Only differences are kept, in lists made beforehand: a count kept
+        # per run would itself be a new int object per run (small
+        # differences are the interpreter's cached ints).
+        dr, db = [0] * runs, [0] * runs
+        r0 = b0 = 0
+        for i in range(warmups + runs):
+            # In a suite of its own, with a result of its own: its class's
+            # and module's set-up and tear-down run around it each time.
+            result = unittest.TestResult()
+            unittest.TestSuite([test]).run(result)
+            if result.errors or result.failures or result.skipped:
+                break
+            if i >= warmups - 1:
+                r, b = _counts()
+                if i >= warmups:
+                    dr[i - warmups], db[i - warmups] = r - r0, b - b0
+                r0, b0 = r, b
+                del r, b
+        if result.errors or result.failures or result.skipped:
+            if verbose:         # not a leak question: run_cpython_asyncio's
+                for _, why in result.errors + result.failures + result.skipped:
+                    print("#   not measured: " + why.strip().splitlines()[-1],
+                          file=sys.stderr, flush=True)
+            continue
+        measured += 1
+        if _leaking(dr) or _leaking(db):
+            found += 1
+            print("LEAK %s: references %s, memory blocks %s" % (sid, dr, db),
+                  flush=True)
+    print("# %s: %d tests measured, %d leaking" % (module, measured, found),
+          flush=True)
+    return found
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--loop", default="fastloop")
+    ap.add_argument("--modules", default=",".join(DEFAULT_MODULES))
+    ap.add_argument("-k", "--pattern", action="append",
+                    help="fnmatch pattern on test ids (repeatable)")
+    ap.add_argument("--warmups", type=int, default=3)
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("-v", "--verbose", action="store_true",
+                    help="name each test (on stderr) before its runs")
+    ap.add_argument("--module", help=argparse.SUPPRESS)   # worker
+    opts = ap.parse_args()
+    if not hasattr(sys, "gettotalrefcount"):
+        ap.error("needs a debug build of CPython (sys.gettotalrefcount)")
+    if opts.module:
+        found = hunt_module(opts.module, opts.loop, opts.warmups, opts.runs,
+                            opts.pattern, opts.verbose)
+        sys.stdout.flush()
+        os._exit(1 if found else 0)     # threads a test left must not hang us
+    available = runner.available_modules(sys.executable)
+    failed = []
+    for module in opts.modules.split(","):
+        if module not in available:
+            continue
+        t0 = time.monotonic()
+        cmd = [sys.executable, os.path.abspath(__file__), "--module", module,
+               "--loop", opts.loop, "--warmups", str(opts.warmups),
+               "--runs", str(opts.runs)]
+        for p in opts.pattern or ():
+            cmd += ["--pattern", p]
+        if opts.verbose:
+            cmd.append("--verbose")
+        rc = subprocess.run(cmd, stdin=subprocess.DEVNULL).returncode
+        print("# %s: %s (%.0f s)" % (module, {0: "no leak", 1: "leaks"}.get(
+            rc, "worker exit %d" % rc), time.monotonic() - t0), flush=True)
+        if rc:
+            failed.append(module)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
