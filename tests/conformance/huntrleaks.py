@@ -65,7 +65,7 @@ def hunt_module(module, loop_name, warmups, runs, pattern, verbose):
     new_loop, loop_class = runner.install_loop(loop_name)
     runner.install_adapters(new_loop, loop_class, True)
     suite = runner.build_suite(module, new_loop)
-    found = measured = 0
+    found = measured = unmeasured = 0
     for test in runner._flatten(suite):
         sid = runner.short_id(test.id())
         if pattern and not any(fnmatch.fnmatchcase(sid, p) for p in pattern):
@@ -80,8 +80,13 @@ def hunt_module(module, loop_name, warmups, runs, pattern, verbose):
         for i in range(warmups + runs):
             # In a suite of its own, with a result of its own: its class's
             # and module's set-up and tear-down run around it each time.
+            # A new instance each time, as a TestCase need not run twice
+            # (3.11.2's IsolatedAsyncioTestCase refuses to).
             result = unittest.TestResult()
-            unittest.TestSuite([test]).run(result)
+            try:
+                unittest.TestSuite([type(test)(test._testMethodName)]).run(result)
+            except Exception as exc:
+                result.errors.append((test, "run raised %r" % (exc,)))
             if result.errors or result.failures or result.skipped:
                 break
             if i >= warmups - 1:
@@ -91,6 +96,7 @@ def hunt_module(module, loop_name, warmups, runs, pattern, verbose):
                 r0, b0 = r, b
                 del r, b
         if result.errors or result.failures or result.skipped:
+            unmeasured += 1
             if verbose:         # not a leak question: run_cpython_asyncio's
                 for _, why in result.errors + result.failures + result.skipped:
                     print("#   not measured: " + why.strip().splitlines()[-1],
@@ -101,8 +107,8 @@ def hunt_module(module, loop_name, warmups, runs, pattern, verbose):
             found += 1
             print("LEAK %s: references %s, memory blocks %s" % (sid, dr, db),
                   flush=True)
-    print("# %s: %d tests measured, %d leaking" % (module, measured, found),
-          flush=True)
+    print("# %s: %d tests measured, %d leaking; %d not measured (failed or "
+          "skipped in a run)" % (module, measured, found, unmeasured), flush=True)
     return found
 
 
