@@ -36,6 +36,9 @@ DEFAULT_MODULES = (
     "test_threads", "test_pep492")
 
 
+TEST_TIMEOUT = 60       # seconds per run of a test
+
+
 def _settle():
     # What a repeat run would otherwise be charged for: objects in cycles,
     # the method cache, caches that fill on first use.
@@ -58,9 +61,14 @@ def _leaking(deltas):
 
 
 def hunt_module(module, loop_name, warmups, runs, pattern, verbose):
+    import faulthandler
     import fnmatch
+    import signal
     import unittest
     from test import support
+    # A background job inherits SIGINT ignored; test_runners' Ctrl-C tests
+    # need Python's handler (as in run_cpython_asyncio's workers).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     support.SHORT_TIMEOUT = min(support.SHORT_TIMEOUT, 10.0)
     new_loop, loop_class = runner.install_loop(loop_name)
     runner.install_adapters(new_loop, loop_class, True)
@@ -72,6 +80,9 @@ def hunt_module(module, loop_name, warmups, runs, pattern, verbose):
             continue
         if verbose:
             print("# " + sid, file=sys.stderr, flush=True)
+        # A hung test ends the module's run with the stacks printed.
+        faulthandler.dump_traceback_later(TEST_TIMEOUT * (warmups + runs),
+                                          exit=True)
         # Only differences are kept, in lists made beforehand: a count kept
         # per run would itself be a new int object per run (small
         # differences are the interpreter's cached ints).
@@ -95,6 +106,7 @@ def hunt_module(module, loop_name, warmups, runs, pattern, verbose):
                     dr[i - warmups], db[i - warmups] = r - r0, b - b0
                 r0, b0 = r, b
                 del r, b
+        faulthandler.cancel_dump_traceback_later()
         if result.errors or result.failures or result.skipped:
             unmeasured += 1
             if verbose:         # not a leak question: run_cpython_asyncio's
