@@ -113,40 +113,23 @@ def pytest_addoption(parser):
 _LEAKS = []
 
 
-def _settled_counts():
-    for _ in range(3):
-        gc.collect()
-    sys._clear_type_cache()
-    return sys.gettotalrefcount(), sys.getallocatedblocks()
-
-
 @pytest.hookimpl(tryfirst=True)
 def pytest_pyfunc_call(pyfuncitem):
     spec = pyfuncitem.config.getoption("--refleaks")
     if not spec:
         return None
+    import refleaks
     warmups, runs = (int(n) for n in spec.split(":"))
     func = pyfuncitem.obj
     args = {name: pyfuncitem.funcargs[name] for name in pyfuncitem._fixtureinfo.argnames}
     func(**args)        # the test itself: its outcome is the test's
-    # Differences only, into lists made beforehand: a count kept per run would
-    # itself be a new object per run (small differences are cached ints).
-    dr, db = [0] * runs, [0] * runs
-    r0 = b0 = 0
     try:
-        for i in range(warmups + runs):
-            func(**args)
-            if i >= warmups - 1:
-                r, b = _settled_counts()
-                if i >= warmups:
-                    dr[i - warmups], db[i - warmups] = r - r0, b - b0
-                r0, b0 = r, b
-                del r, b
+        refs, blocks = refleaks.measure(lambda: func(**args), warmups, runs)
     except BaseException as exc:    # a test that cannot run twice (it closes its loop...)
         _LEAKS.append((pyfuncitem.nodeid, "not measured: runs again raised %r" % (exc,)))
         return True
-    if all(d > 0 for d in dr) or all(d > 0 for d in db):
-        _LEAKS.append((pyfuncitem.nodeid, "LEAK references %s, memory blocks %s" % (dr, db)))
+    if refleaks.leaking(refs, blocks):
+        _LEAKS.append((pyfuncitem.nodeid, "LEAK references %s, memory blocks %s" % (refs, blocks)))
     return True
 
 

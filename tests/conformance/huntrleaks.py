@@ -17,13 +17,14 @@ memory blocks) than the one before; compare the two loops' reports, as some
 upstream tests leak on asyncio too. Each module runs in its own process.
 """
 import argparse
-import gc
 import os
 import subprocess
 import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path[:0] = [HERE, os.path.dirname(HERE)]
+import refleaks                                          # noqa: E402
 import run_cpython_asyncio as runner                     # noqa: E402
 
 # The modules whose tests run the network layer, and the task/future ones.
@@ -37,27 +38,6 @@ DEFAULT_MODULES = (
 
 
 TEST_TIMEOUT = 60       # seconds per run of a test
-
-
-def _settle():
-    # What a repeat run would otherwise be charged for: objects in cycles,
-    # the method cache, caches that fill on first use.
-    import linecache
-    import re
-    for _ in range(3):
-        gc.collect()
-    sys._clear_type_cache()
-    re.purge()
-    linecache.clearcache()
-
-
-def _counts():
-    _settle()
-    return sys.gettotalrefcount(), sys.getallocatedblocks()
-
-
-def _leaking(deltas):
-    return all(d > 0 for d in deltas)
 
 
 def hunt_module(module, loop_name, warmups, runs, pattern, verbose):
@@ -83,41 +63,33 @@ def hunt_module(module, loop_name, warmups, runs, pattern, verbose):
         # A hung test ends the module's run with the stacks printed.
         faulthandler.dump_traceback_later(TEST_TIMEOUT * (warmups + runs),
                                           exit=True)
-        # Only differences are kept, in lists made beforehand: a count kept
-        # per run would itself be a new int object per run (small
-        # differences are the interpreter's cached ints).
-        dr, db = [0] * runs, [0] * runs
-        r0 = b0 = 0
-        for i in range(warmups + runs):
-            # In a suite of its own, with a result of its own: its class's
-            # and module's set-up and tear-down run around it each time.
+        last = [None]
+
+        def run_once():
             # A new instance each time, as a TestCase need not run twice
-            # (3.11.2's IsolatedAsyncioTestCase refuses to).
-            result = unittest.TestResult()
+            # (3.11.2's IsolatedAsyncioTestCase refuses to), in a suite of its
+            # own: its class's and module's set-up and tear-down around it.
+            result = last[0] = unittest.TestResult()
             try:
                 unittest.TestSuite([type(test)(test._testMethodName)]).run(result)
             except Exception as exc:
                 result.errors.append((test, "run raised %r" % (exc,)))
-            if result.errors or result.failures or result.skipped:
-                break
-            if i >= warmups - 1:
-                r, b = _counts()
-                if i >= warmups:
-                    dr[i - warmups], db[i - warmups] = r - r0, b - b0
-                r0, b0 = r, b
-                del r, b
+            return not (result.errors or result.failures or result.skipped)
+
+        growth = refleaks.measure(run_once, warmups, runs)
         faulthandler.cancel_dump_traceback_later()
-        if result.errors or result.failures or result.skipped:
+        if growth is None:
             unmeasured += 1
             if verbose:         # not a leak question: run_cpython_asyncio's
+                result = last[0]
                 for _, why in result.errors + result.failures + result.skipped:
                     print("#   not measured: " + why.strip().splitlines()[-1],
                           file=sys.stderr, flush=True)
             continue
         measured += 1
-        if _leaking(dr) or _leaking(db):
+        if refleaks.leaking(*growth):
             found += 1
-            print("LEAK %s: references %s, memory blocks %s" % (sid, dr, db),
+            print("LEAK %s: references %s, memory blocks %s" % ((sid,) + growth),
                   flush=True)
     print("# %s: %d tests measured, %d leaking; %d not measured (failed or "
           "skipped in a run)" % (module, measured, found, unmeasured), flush=True)
