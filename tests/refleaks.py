@@ -13,7 +13,8 @@ def _settled_counts():
     # the method cache, caches that fill on first use.
     for _ in range(3):
         gc.collect()
-    sys._clear_type_cache()
+    # 3.13+ name, the only one without a DeprecationWarning from 3.14 on
+    (getattr(sys, "_clear_internal_caches", None) or sys._clear_type_cache)()
     re.purge()
     linecache.clearcache()
     return sys.gettotalrefcount(), sys.getallocatedblocks()
