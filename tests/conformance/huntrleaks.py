@@ -5,12 +5,11 @@ memory blocks compared between runs (what `python -m test -R` does, on the
 loop and the adapters of run_cpython_asyncio.py).
 
 Needs a debug build of CPython (sys.gettotalrefcount(); Debian/Ubuntu:
-python3.X-dbg with libpython3.X-testsuite) and fastloop built for it::
+python3.X-dbg with libpython3.X-testsuite) and fastloop built for it, which
+`.ci/run-pydebug leaks` sets up in .ci/venv-dbg before running this::
 
-    python3.11-dbg -m venv /tmp/dbgv && /tmp/dbgv/bin/pip install cython
-    /tmp/dbgv/bin/python setup.py build_ext --inplace
-    /tmp/dbgv/bin/python tests/conformance/huntrleaks.py --loop fastloop
-    /tmp/dbgv/bin/python tests/conformance/huntrleaks.py --loop asyncio  # baseline
+    PYTHONPATH=. .ci/venv-dbg/bin/python tests/conformance/huntrleaks.py --loop fastloop
+    PYTHONPATH=. .ci/venv-dbg/bin/python tests/conformance/huntrleaks.py --loop asyncio
 
 A test is reported when every measured run left more references (or more
 memory blocks) than the one before; compare the two loops' reports, as some
