@@ -206,10 +206,24 @@ def sock_recv_into(LoopCore loop, sock, buf):
     return wait(loop, sock, fd, RECV_INTO, buf, 0)
 
 
+cdef inline int settle_held_writes(LoopCore loop) except -1:
+    """Send what transports hold until the running callback returns (see
+    SocketTransport.settle_writes): a sock_sendall() on a transport's own
+    socket then comes after its write()s, as in asyncio, which sent them."""
+    if loop.settlers_head is not None:
+        loop.settle_writes()
+    return 0
+
+
+def send_held_writes(LoopCore loop):
+    settle_held_writes(loop)
+
+
 def sock_sendall(LoopCore loop, sock, data):
     """None, or a future that completes when all of data is sent."""
     cdef int fd = sock.fileno()
     cdef Py_ssize_t sent, total
+    settle_held_writes(loop)
     if fd < 0 or not PyObject_CheckBuffer(data):
         return sock.send(data)               # the socket module's error
     sent = try_send(data, fd, 0, &total)

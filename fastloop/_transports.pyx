@@ -38,7 +38,9 @@ from fastloop._sysio cimport (ssize_t, iovec, recv, send, writev, FL_MSG_NOSIGNA
                              getsockname, inet_ntop, ntohs, ntohl, fl_set_tcp_nodelay)
 
 import math as _math
+import os
 import sys
+from asyncio.events import _get_running_loop
 import socket as _socket
 import _socket as _socket_base
 from asyncio import base_events as _base_events
@@ -48,7 +50,7 @@ from asyncio import protocols as _protocols
 from asyncio import selector_events as _selector_events
 from asyncio import transports as _transports
 from fastloop._trsock import TransportSocket as _SettlingTransportSocket
-from fastloop._unclosed import warn_unclosed_transport
+from fastloop import _unclosed
 from asyncio.log import logger as _logger
 
 cdef extern from "Python.h":
@@ -322,7 +324,21 @@ cdef class TransportBase(WriteSettler):
     cdef PyObject* registered_in
     cdef int registered_fd
 
-    max_size = READ_SIZE
+    # asyncio reads up to the transport's max_size per recv() (a class
+    # attribute there, which programs set per transport to read in smaller
+    # pieces); here at most READ_SIZE, the receive buffers' size.
+    cdef Py_ssize_t read_limit
+
+    @property
+    def max_size(self):
+        return self.read_limit
+
+    @max_size.setter
+    def max_size(self, value):
+        cdef Py_ssize_t size = value
+        if size < 1:
+            raise ValueError("max_size must be at least 1")
+        self.read_limit = min(size, <Py_ssize_t>READ_SIZE)
 
     cdef setup(self, LoopCore loop, sock, protocol, extra, bint has_sockname=False):
         # has_sockname: the accepting code put the socket's own address in
@@ -358,6 +374,7 @@ cdef class TransportBase(WriteSettler):
         self.extra = extra
         self.loop = loop
         self._sock_fd = fd
+        self.read_limit = READ_SIZE
         self.context = PyContext_CopyCurrent()
         self.buffer = []
         self.high_water_given = _DEFAULT_HIGH_WATER
@@ -437,7 +454,14 @@ cdef class TransportBase(WriteSettler):
 
     # ------------------------------------------------------------ plumbing
 
+    cdef inline check_loop_open(self):
+        # asyncio's transports reach a closed loop through its call_soon()
+        # and _add_reader()/_add_writer(), which refuse.
+        if self.loop.closed:
+            raise RuntimeError('Event loop is closed')
+
     cdef call_soon(self, callback, tuple args):
+        self.check_loop_open()
         # While held writes are sent, what that schedules (a failed send's
         # connection_lost()) counts as scheduled by those writes' write().
         self.loop.push_ready(new_handle(callback, args, self.loop, self.writes_context()))
@@ -459,6 +483,7 @@ cdef class TransportBase(WriteSettler):
 
     cdef start_reading_now(self, object context):
         if not self.reading_registered:
+            self.check_loop_open()
             self.loop.set_io_handle(self._sock_fd, READABLE, self.io_handle(ON_READABLE, context))
             self.reading_registered = True
 
@@ -470,6 +495,7 @@ cdef class TransportBase(WriteSettler):
     cdef start_writing(self):
         cdef object context
         if not self.writing_registered:
+            self.check_loop_open()
             context = self.writes_context()
             if context is None:
                 context = PyContext_CopyCurrent()
@@ -834,6 +860,18 @@ cdef str c_type_name(object obj, Py_ssize_t limit=50):
 # errors are the join's and write()'s; from 3.12 it is the transport's own.
 cdef bint _WRITELINES_JOINS = sys.version_info < (3, 12)
 
+cdef object iter_as_join_does(object iterable):
+    """iter(iterable), failing as bytes.join() fails on what is not iterable."""
+    try:
+        return iter(iterable)
+    except TypeError:
+        raise TypeError("can only join an iterable") from None
+
+
+# Held in a C variable: a transport collected while the interpreter shuts
+# down runs __del__ after its module's globals were set to None.
+cdef object warn_unclosed_transport = _unclosed.warn_unclosed_transport
+
 
 cdef object writelines_piece(object data, Py_ssize_t i):
     """writelines() item i (not bytes) as bytes, taken as asyncio takes it:
@@ -964,12 +1002,12 @@ cdef class SocketTransport(TransportBase):
             return self.read_into_protocol_buffer()
         # The stream path stands in for asyncio's StreamReaderProtocol.
         # data_received, while a look-up would still find it.
-        if (self.feeds_stream and method_is(self.protocol, &self.data_received_at,
-                                            self.data_received)
+        if (self.feeds_stream and self.read_limit == READ_SIZE
+                and method_is(self.protocol, &self.data_received_at, self.data_received)
                 and self.fed_stream_reader()):
             return 0
         while True:
-            n = read_some(self._sock_fd, READ_SIZE)
+            n = read_some(self._sock_fd, self.read_limit)
             if n >= 0:
                 break
             err = errno
@@ -1332,8 +1370,12 @@ cdef class SocketTransport(TransportBase):
         cdef bint unsendable = False
         if self.deferred:
             self.settle_writes()
-        if not _WRITELINES_JOINS:
+        if _WRITELINES_JOINS:
+            list_of_data = iter_as_join_does(list_of_data)
+        else:
             self.check_writable("writelines")
+            if not list_of_data:
+                return                           # 3.12+: even for a non-iterable
         for data in list_of_data:
             i += 1
             if type(data) is not bytes:
@@ -1557,6 +1599,17 @@ cdef class TransportMap:
             # references' callbacks run, before it clears its entry.)
             return <object>self.slots[fd] if refcount(self.slots[fd]) > 0 else None
         return self.live_ref(fd) if self.refs else None
+
+    cdef int send_held_writes(self) except -1:
+        """Send what each transport holds until the current callback returns."""
+        cdef Py_ssize_t fd = 0
+        cdef object transport
+        while fd < self.capacity:          # (sending may run code that closes others)
+            transport = self.live_fd(<int>fd)
+            if transport is not None and (<TransportBase>transport).deferred:
+                (<TransportBase>transport).settle_writes()
+            fd += 1
+        return 0
 
     cdef Py_ssize_t slot_of(self, key) except -2:
         """The slot of a key the mapping API is given, or -1 if it has none."""
@@ -1971,7 +2024,7 @@ cdef class DatagramTransport(TransportBase):
         if self.conn_lost:
             return 0
         try:
-            data, addr = self.sock_recvfrom(READ_SIZE)
+            data, addr = self.sock_recvfrom(self.read_limit)
         except (BlockingIOError, InterruptedError):
             return 0
         except OSError as exc:
@@ -2129,3 +2182,19 @@ cdef int shadow_with(type cls, str name, value) except -1:
 
 _adopt_asyncio_mro(SocketTransport, _transports.Transport)
 _adopt_asyncio_mro(DatagramTransport, _transports.DatagramTransport)
+
+
+def _send_held_writes_before_fork():
+    # os.fork() in a callback that wrote would copy the writes held until it
+    # returns into the child, which sends them again when its copy of the
+    # callback returns: send them now, as asyncio's write() already did.
+    # Only this thread's loop: another thread's may be inside a send.
+    loop = _get_running_loop()
+    if loop is not None:
+        transports = getattr(loop, "_transports", None)
+        if type(transports) is TransportMap:
+            (<TransportMap>transports).send_held_writes()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(before=_send_held_writes_before_fork)

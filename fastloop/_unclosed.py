@@ -10,5 +10,7 @@ asyncio's warning likewise comes from its transport's own __del__.
 import warnings
 
 
-def warn_unclosed_transport(transport):
-    warnings.warn(f"unclosed transport {transport!r}", ResourceWarning, source=transport)
+def warn_unclosed_transport(transport, _warn=warnings.warn):
+    # warnings.warn is bound at definition, as asyncio's __del__ binds it:
+    # at interpreter shutdown this module's globals may already be None.
+    _warn(f"unclosed transport {transport!r}", ResourceWarning, source=transport)

@@ -224,6 +224,7 @@ class Loop(LoopCore, asyncio.SelectorEventLoop):
 
     async def sock_sendall(self, sock, data):
         if type(sock) is not socket.socket or self._debug:
+            _sockops.send_held_writes(self)
             return await super().sock_sendall(sock, data)
         result = _sockops.sock_sendall(self, sock, data)
         if result is None:

@@ -4,8 +4,12 @@ arguments and the errors they get, writes held until a callback returns
 a protocol. Run on asyncio and on fastloop with each poller (conftest)."""
 import asyncio
 import logging
+import os
 import socket
+import subprocess
 import sys
+import textwrap
+import warnings
 
 import pytest
 
@@ -503,3 +507,189 @@ def test_a_fatal_errors_exception_carries_a_traceback(loop, sockpair, failure):
         kind = {"empty buffer": "RuntimeError", "unfillable buffer": "TypeError",
                 "writelines": "BufferError"}[failure]
         assert events == [("handler", kind, True), ("lost", kind, True)]
+
+
+# ------------------------------------------------- found by comparing with asyncio
+
+@pytest.mark.parametrize("arg", [None, 0, 7], ids=["None", "zero", "int"])
+def test_writelines_of_a_non_iterable(loop, sockpair, arg):
+    # Before 3.12 asyncio joins first (bytes.join's error); from 3.12 it
+    # returns at once when given anything false, and fails iterating the rest.
+    a, b = sockpair
+    events = []
+
+    async def main():
+        tr = await transport_on(loop, a, Recorder(loop, events))
+        outcome(events, lambda: tr.writelines(arg))
+        await finish(tr)
+
+    run(loop, main())
+    if sys.version_info < (3, 12):
+        first = ("TypeError", "can only join an iterable")
+    elif arg:
+        first = ("TypeError", "'int' object is not iterable")
+    else:
+        first = "returned"
+    assert events == [first, ("lost", "NoneType")]
+
+
+def test_transport_methods_after_the_loop_closed(loop, sockpair, recwarn):
+    # A transport left open when its loop closes: what would schedule or
+    # register something raises the closed loop's RuntimeError, as asyncio's
+    # call_soon()/_add_reader() do, and nothing keeps the transport alive:
+    # dropped, it warns and closes its socket.
+    a, b = sockpair
+    events = []
+
+    async def main():
+        tr = await transport_on(loop, a, Recorder(loop, events))
+        tr.pause_reading()
+        return tr
+
+    tr = run(loop, main())
+    loop.close()
+    outcome(events, tr.resume_reading)
+    outcome(events, tr.close)
+    outcome(events, tr.pause_reading)
+    assert tr.is_closing()
+    a.close()                                # the transport has its own socket object now
+    del tr
+    import gc
+    gc.collect()
+    assert events == [("RuntimeError", "Event loop is closed"),
+                      ("RuntimeError", "Event loop is closed"), "returned"]
+    assert [str(w.message).split(" ")[:2] for w in recwarn
+            if issubclass(w.category, ResourceWarning)
+            and "transport" in str(w.message)] == [["unclosed", "transport"]]
+    b.setblocking(True)
+    b.settimeout(5)
+    assert b.recv(10) == b""                 # the peer sees the socket closed
+
+
+@pytest.mark.parametrize("max_size", [1, 10, 300000])
+def test_max_size_bounds_each_read(loop, sockpair, max_size):
+    # asyncio recv()s up to the transport's max_size; a program may set it
+    # per transport (256 KiB is the most fastloop reads at once).
+    a, b = sockpair
+    chunks = []
+
+    class Reader(asyncio.Protocol):
+        def connection_made(self, transport):
+            assert transport.max_size == 256 * 1024
+            transport.max_size = max_size
+
+        def data_received(self, data):
+            chunks.append(len(data))
+
+    async def main():
+        tr, _ = await loop.connect_accepted_socket(Reader, a)
+        b.send(b"x" * 100)
+        for _ in range(200):
+            await asyncio.sleep(0)
+            if sum(chunks) == 100:
+                break
+        assert tr.max_size == max_size if max_size <= 256 * 1024 else tr.max_size >= 256 * 1024
+        tr.close()
+        await spin(2)
+
+    run(loop, main())
+    assert sum(chunks) == 100 and max(chunks) <= max_size
+    assert len(chunks) == (100 if max_size == 1 else 10 if max_size == 10 else 1)
+
+
+def test_max_size_of_a_stream_transport(loop):
+    # Streams read through the same transport: a smaller max_size holds too.
+    async def main():
+        got = []
+
+        async def serve(reader, writer):
+            writer.transport.max_size = 4
+            while True:
+                data = await reader.read(1000)
+                if not data:
+                    break
+                got.append(len(data))
+            writer.close()
+
+        server = await asyncio.start_server(serve, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        await spin(5)
+        writer.write(b"y" * 20)
+        await writer.drain()
+        writer.write_eof()
+        await asyncio.wait_for(reader.read(), 5)
+        writer.close()
+        await writer.wait_closed()
+        server.close()
+        await server.wait_closed()
+        return got
+
+    got = run(loop, main())
+    assert sum(got) == 20 and max(got) <= 4
+
+
+def test_sock_sendall_after_write_on_the_transport_socket(loop, sockpair):
+    # asyncio's write() has sent "A" by the time sock_sendall() sends "B".
+    a, b = sockpair
+
+    async def main():
+        tr = await transport_on(loop, a, asyncio.Protocol())
+        tr.write(b"A")
+        await loop.sock_sendall(a, b"B")
+        await spin(2)
+        got = b.recv(10)
+        tr.close()
+        await spin(2)
+        return got
+
+    assert run(loop, main()) == b"AB"
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_fork_right_after_write_sends_the_data_once(loop, sockpair):
+    # A child forked by the callback that wrote does not send it again.
+    a, b = sockpair
+
+    async def main():
+        tr = await transport_on(loop, a, asyncio.Protocol())
+        tr.write(b"X")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)   # 3.12+: fork with threads
+            pid = os.fork()
+        if pid == 0:
+            try:
+                tr.get_write_buffer_size()           # would send what the copy still held
+            finally:
+                os._exit(0)
+        os.waitpid(pid, 0)
+        await spin(2)
+        got = b.recv(10)
+        tr.close()
+        await spin(2)
+        return got
+
+    assert run(loop, main()) == b"X"
+
+
+@pytest.mark.parametrize("set_loop", [False, True], ids=["loop-only", "set_event_loop"])
+def test_exit_with_a_transport_open_prints_nothing(impl, set_loop):
+    # A script that ends with its loop and a connection still open: the
+    # transport is collected while the interpreter shuts down, after its
+    # module's globals are gone; its ResourceWarning is ignored by default.
+    child = textwrap.dedent(f"""
+        import asyncio, socket
+        import fastloop
+        loop = (asyncio.SelectorEventLoop() if {impl!r} == "asyncio"
+                else fastloop.Loop(poller={impl!r}.split("-", 1)[-1]))
+        if {set_loop}:
+            asyncio.set_event_loop(loop)
+        async def main():
+            a, b = socket.socketpair()
+            t, p = await loop.connect_accepted_socket(asyncio.Protocol, a)
+            main.keep = (b, t)
+        loop.run_until_complete(main())
+        """)
+    proc = subprocess.run([sys.executable, "-c", child], capture_output=True, text=True,
+                          timeout=20)
+    assert (proc.returncode, proc.stderr) == (0, "")
