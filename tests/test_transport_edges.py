@@ -51,6 +51,19 @@ async def finish(tr):
     await spin(3)
 
 
+def writelines_outcome(loop, sock, arg):
+    """What writelines(arg) does on a transport over sock, then its end."""
+    events = []
+
+    async def main():
+        tr = await transport_on(loop, sock, Recorder(loop, events))
+        outcome(events, lambda: tr.writelines(arg))
+        await finish(tr)
+
+    run(loop, main())
+    return events
+
+
 def outcome(events, call):
     """call(), recorded as returning or as the exception it raised."""
     try:
@@ -104,15 +117,7 @@ def test_write_of_a_non_contiguous_memoryview_is_a_fatal_write_error(loop, sockp
 def test_writelines_of_what_cannot_be_sent(loop, sockpair, pieces):
     # Before 3.12 asyncio's writelines() is write(b"".join(pieces)); from
     # 3.12 it keeps a memoryview of each piece.
-    a, b = sockpair
-    events = []
-
-    async def main():
-        tr = await transport_on(loop, a, Recorder(loop, events))
-        outcome(events, lambda: tr.writelines(pieces))
-        await finish(tr)
-
-    run(loop, main())
+    events = writelines_outcome(loop, sockpair[0], pieces)
     name = type(pieces[1]).__name__
     if sys.version_info < (3, 12):
         expected = [("TypeError", f"sequence item 1: expected a bytes-like object, {name} found"),
@@ -515,15 +520,7 @@ def test_a_fatal_errors_exception_carries_a_traceback(loop, sockpair, failure):
 def test_writelines_of_a_non_iterable(loop, sockpair, arg):
     # Before 3.12 asyncio joins first (bytes.join's error); from 3.12 it
     # returns at once when given anything false, and fails iterating the rest.
-    a, b = sockpair
-    events = []
-
-    async def main():
-        tr = await transport_on(loop, a, Recorder(loop, events))
-        outcome(events, lambda: tr.writelines(arg))
-        await finish(tr)
-
-    run(loop, main())
+    events = writelines_outcome(loop, sockpair[0], arg)
     if sys.version_info < (3, 12):
         first = ("TypeError", "can only join an iterable")
     elif arg:
@@ -629,31 +626,36 @@ def test_max_size_of_a_stream_transport(loop):
     assert sum(got) == 20 and max(got) <= 4
 
 
-def test_sock_sendall_after_write_on_the_transport_socket(loop, sockpair):
-    # asyncio's write() has sent "A" by the time sock_sendall() sends "B".
+def what_the_peer_gets(loop, sockpair, data, then):
+    """The peer's bytes after tr.write(data) and `await then(tr, sock)` in
+    one task step."""
     a, b = sockpair
 
     async def main():
         tr = await transport_on(loop, a, asyncio.Protocol())
-        tr.write(b"A")
-        await loop.sock_sendall(a, b"B")
+        tr.write(data)
+        await then(tr, a)
         await spin(2)
         got = b.recv(10)
         tr.close()
         await spin(2)
         return got
 
-    assert run(loop, main()) == b"AB"
+    return run(loop, main())
+
+
+def test_sock_sendall_after_write_on_the_transport_socket(loop, sockpair):
+    # asyncio's write() has sent "A" by the time sock_sendall() sends "B".
+    async def then(tr, sock):
+        await loop.sock_sendall(sock, b"B")
+
+    assert what_the_peer_gets(loop, sockpair, b"A", then) == b"AB"
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
 def test_fork_right_after_write_sends_the_data_once(loop, sockpair):
     # A child forked by the callback that wrote does not send it again.
-    a, b = sockpair
-
-    async def main():
-        tr = await transport_on(loop, a, asyncio.Protocol())
-        tr.write(b"X")
+    async def then(tr, sock):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", DeprecationWarning)   # 3.12+: fork with threads
             pid = os.fork()
@@ -663,13 +665,8 @@ def test_fork_right_after_write_sends_the_data_once(loop, sockpair):
             finally:
                 os._exit(0)
         os.waitpid(pid, 0)
-        await spin(2)
-        got = b.recv(10)
-        tr.close()
-        await spin(2)
-        return got
 
-    assert run(loop, main()) == b"X"
+    assert what_the_peer_gets(loop, sockpair, b"X", then) == b"X"
 
 
 @pytest.mark.parametrize("set_loop", [False, True], ids=["loop-only", "set_event_loop"])
